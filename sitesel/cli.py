@@ -1,0 +1,276 @@
+"""The ``sitesel`` command (DESIGN.md section 3).
+
+Input errors end in one line on stderr and exit status 2; an unexpected
+internal error prints one line too (set SITESEL_DEBUG=1 for the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import SiteselError
+
+EXIT_INPUT_ERROR = 2
+
+
+def _default_demo_config(step_hours: float, years: float | None) -> dict:
+    from .config import validate_config
+
+    time_table = {"step_hours": step_hours}
+    if years is not None:
+        time_table["years"] = years
+    return validate_config({"time": time_table, "run": {"tile_px": 128}}, source="demo")
+
+
+def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
+                   profile=None):
+    from . import pipeline
+    from .outputs import check_writable
+
+    clock = time.perf_counter()
+    check_writable(out_dir)
+    result = pipeline.compute(
+        terrain, config, tile_dir=out_dir / ".tiles", resume=resume, far_field=far_field, client=client,
+        quiet=quiet, profile=profile,
+    )
+    pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
+                           total_time_s=time.perf_counter() - clock)
+    if not quiet:
+        _print_sites(result.sites, out_dir, time.perf_counter() - clock)
+    return result
+
+
+def _print_sites(sites, out_dir: Path, wall_s: float):
+    click.echo(f"Top {len(sites)} sites (full table in {out_dir / 'sites.csv'}):")
+    click.echo(f"{'rank':>4} {'lat':>9} {'lon':>9} {'score':>6} {'slope':>6} {'sun':>6} {'night_h':>8} {'earth':>6}")
+    for s in sites:
+        click.echo(
+            f"{s['rank']:>4} {s['lat']:>9.4f} {s['lon']:>9.3f} {s['score']:>6.3f} {s['slope_deg']:>6.1f} "
+            f"{s['sun_lit_fraction']:>6.1%} {s['longest_night_h']:>8.1f} {s['earth_visible_fraction']:>6.1%}"
+        )
+    click.echo(f"Wrote {out_dir} in {wall_s:.1f} s (report: {out_dir / 'report.md'})")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sitesel")
+def cli():
+    """Find where a lander should touch down near the lunar south pole.
+
+    Distances are metres (or km where the option says so), angles degrees,
+    latitudes negative south, longitudes east-positive, dates UTC ISO.
+    """
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sitesel-demo"), show_default=True,
+              help="Output directory.")
+@click.option("--size", type=click.IntRange(32, 8192), default=500, show_default=True,
+              help="Terrain size in pixels per side.")
+@click.option("--resolution-m", type=click.FloatRange(1.0, 5000.0), default=200.0, show_default=True,
+              help="Pixel size in metres.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
+@click.option("--step-hours", type=click.FloatRange(0.01, 240.0), default=1.0, show_default=True,
+              help="Time step in hours.")
+@click.option("--years", type=click.FloatRange(0.01, 150.0), default=None,
+              help="Span in years from 2027-01-01 (default: one calendar year).")
+@click.option("--resume", is_flag=True, help="Reuse finished tiles of an interrupted run.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
+    """Run the full pipeline on the built-in synthetic south pole.
+
+    The terrain (about SIZE x RESOLUTION metres square, centred on the pole)
+    is written to OUT/dem.tif so `sitesel site --dem OUT/dem.tif` can probe it.
+    """
+    from .outputs import check_writable
+    from .terrain.io import write_terrain
+    from .terrain.synthetic import synthetic_south_pole
+
+    check_writable(out_dir)
+    terrain = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed)
+    dem_path = out_dir / "dem.tif"
+    write_terrain(dem_path, terrain)
+    config = _default_demo_config(step_hours, years)
+    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet)
+
+
+@cli.command()
+@click.argument("config_path", metavar="CONFIG.toml", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sitesel-out"), show_default=True,
+              help="Output directory.")
+@click.option("--profile", "profile_name", default=None, help="Mission profile preset or TOML path (overrides the config).")
+@click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Run tiles on a local Dask cluster of N workers.")
+@click.option("--scheduler", default=None, help="Run tiles on an existing Dask scheduler (tcp://host:port).")
+@click.option("--resume", is_flag=True, help="Reuse finished tiles of an interrupted run.")
+@click.option("--quiet", is_flag=True, help="No progress bars or summary.")
+def run(config_path, out_dir, profile_name, workers, scheduler, resume, quiet):
+    """Run the full pipeline on a DEM described by CONFIG.toml."""
+    from .config import load_config
+    from .terrain.io import read_far_field, read_terrain, region_from_config
+
+    if workers and scheduler:
+        raise SiteselError("give either --workers or --scheduler, not both")
+    config = load_config(config_path)
+    if profile_name:
+        config["profile"] = profile_name
+    from .pipeline import resolve_profile
+
+    profile = resolve_profile(config["profile"])
+    region = region_from_config(config["region"]) if "region" in config else None
+    terrain = read_terrain(config["dem"]["path"], region=region)
+    far_field = None
+    if "far_field" in config["dem"]:
+        far_field = read_far_field(config["dem"]["far_field"], terrain, config["horizon"]["max_distance_km"] * 1e3)
+    inputs = [config["dem"]["path"]] + ([config["dem"]["far_field"]] if far_field is not None else [])
+    client = _dask_client(workers, scheduler)
+    try:
+        _run_and_write(terrain, config, out_dir, inputs=inputs, resume=resume, quiet=quiet, far_field=far_field,
+                       client=client, profile=profile)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _dask_client(workers, scheduler):
+    if not (workers or scheduler):
+        return None
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise SiteselError("--workers/--scheduler need Dask: pip install 'sitesel[dask]'") from None
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise SiteselError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+    return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
+
+
+@cli.command()
+@click.argument("lat", type=float)
+@click.argument("lon", type=float)
+@click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path), help="DEM file.")
+@click.option("--height-m", type=click.FloatRange(0.0, 1000.0), default=2.0, show_default=True,
+              help="Observer height above the surface, metres.")
+@click.option("--start", default="2027-01-01", show_default=True, help="Start date (UTC ISO).")
+@click.option("--end", default=None, help="End date (UTC ISO, exclusive; default one year after start).")
+@click.option("--step-hours", type=float, default=1.0, show_default=True, help="Time step, hours.")
+@click.option("--azimuths", type=click.IntRange(8, 7200), default=360, show_default=True, help="Horizon azimuths.")
+@click.option("--max-distance-km", type=click.FloatRange(0.1, 2000.0), default=150.0, show_default=True,
+              help="Horizon search distance, km.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Draw the horizon mask with the Sun's and Earth's paths to this PNG.")
+def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, as_json, plot_path):
+    """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees)."""
+    from .site import site_report
+
+    period = {"start": start, "step_hours": step_hours}
+    if end:
+        period["end"] = end
+    summary, series = site_report(
+        lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
+        max_distance_m=max_distance_km * 1e3,
+    )
+    if plot_path:
+        from . import plots
+
+        plots.horizon_mask(
+            plot_path, summary["azimuth_deg"], summary["horizon_deg"],
+            sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
+            earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
+            times=series["times_utc"], title=f"{abs(lat):.3f} S {lon:.3f} E, h = {height_m:g} m",
+        )
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    for key in ("lat", "lon", "x_m", "y_m", "height_m", "slope_deg", "sun_lit_fraction", "sun_disc_fraction",
+                "longest_night_h", "earth_visible_fraction", "longest_blackout_h", "observer_height_m",
+                "start", "end", "step_hours"):
+        value = summary[key]
+        click.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    if summary.get("longest_nights"):
+        click.echo("Longest nights:")
+        for night in summary["longest_nights"]:
+            click.echo(f"  {night['start']} -> {night['end']}  {night['hours']:.1f} h")
+
+
+@cli.command()
+@click.argument("product", required=False)
+@click.option("--list", "list_products", is_flag=True, help="List the catalogued products.")
+@click.option("--dest", type=click.Path(path_type=Path), default=None, help="Download folder (default: dems/).")
+@click.option("--base-url", default=None, help="Mirror base URL (or env SITESEL_BASE_URL).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fetch(product, list_products, dest, base_url, quiet):
+    """Download a catalogued LOLA product, verified and resumable."""
+    from . import fetch as fetching
+
+    if list_products:
+        click.echo(fetching.format_product_table(fetching.list_products()))
+        return
+    if not product:
+        raise SiteselError("name a product to fetch (see `sitesel fetch --list`)")
+    path = fetching.fetch_product(product, dest=dest, base_url=base_url, progress=not quiet)
+    click.echo(str(path))
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+def info(path, as_json):
+    """Describe a DEM: CRS, extent, resolution, latitude range, units, nodata share."""
+    from .terrain.io import describe_dem, format_description
+
+    description = describe_dem(path)
+    click.echo(json.dumps(description, sort_keys=True, default=str) if as_json else format_description(description))
+
+
+@cli.command()
+@click.argument("out_path", metavar="OUT.tif", type=click.Path(path_type=Path))
+@click.option("--size", type=click.IntRange(16, 16384), default=500, show_default=True, help="Pixels per side.")
+@click.option("--resolution-m", type=click.FloatRange(1.0, 5000.0), default=200.0, show_default=True,
+              help="Pixel size, metres.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
+def synth(out_path, size, resolution_m, seed):
+    """Write the built-in synthetic south-pole terrain as a GeoTIFF (heights in m above 1737.4 km)."""
+    from .outputs import check_writable
+    from .terrain.io import write_terrain
+    from .terrain.synthetic import synthetic_south_pole
+
+    check_writable(out_path.parent if str(out_path.parent) else Path("."))
+    write_terrain(out_path, synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed))
+    click.echo(str(out_path))
+
+
+def main(argv=None):
+    """Console entry point: turns input errors into one line and a non-zero exit."""
+    try:
+        cli.main(args=argv, prog_name="sitesel", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("sitesel: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except SiteselError as exc:
+        click.echo(f"sitesel: error: {exc}", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except PermissionError as exc:
+        click.echo(f"sitesel: error: permission denied: {exc.filename} (choose a writable location)", err=True)
+        sys.exit(EXIT_INPUT_ERROR)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+        if os.environ.get("SITESEL_DEBUG"):
+            raise
+        click.echo(f"sitesel: internal error: {type(exc).__name__}: {exc} (set SITESEL_DEBUG=1 for a traceback)",
+                   err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

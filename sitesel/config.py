@@ -1,0 +1,189 @@
+"""Run configuration: the TOML file of ``sitesel run`` and its validation.
+
+The schema below is the single source of truth for config keys, their types
+and their defaults (DESIGN.md section 3). An unknown key or a wrong type is a
+:class:`~sitesel.errors.SiteselError` that names the key.
+
+Example::
+
+    profile = "default"          # or an inline [profile] table
+
+    [dem]
+    path = "dems/LDEM_85S_20M.IMG"   # relative to this file
+    far_field = "dems/LDEM_80S_80M.IMG"  # optional: distant horizon from a wider DEM
+
+    [region]                     # optional: a window of the DEM
+    centre_lat_deg = -89.5
+    centre_lon_deg = 0.0
+    radius_km = 20
+
+    [time]
+    start = "2027-01-01"
+    end = "2028-01-01"           # or: years = 18.6
+    step_hours = 1.0
+
+    [observer]
+    height_m = 2.0
+
+    [horizon]
+    azimuths = 180
+    max_distance_km = 150
+
+    [surface]
+    baseline_m = 20
+
+    [run]
+    tile_px = 256
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from .errors import SiteselError
+
+_NUMBER = (int, float)
+
+#: section -> key -> (accepted types, default). ``None`` default = optional, absent.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
+    "dem": {"path": ((str,), None), "far_field": ((str,), None)},
+    "region": {
+        "centre_lat_deg": (_NUMBER, None),
+        "centre_lon_deg": (_NUMBER, None),
+        "radius_km": (_NUMBER, None),
+        "x_min_m": (_NUMBER, None),
+        "x_max_m": (_NUMBER, None),
+        "y_min_m": (_NUMBER, None),
+        "y_max_m": (_NUMBER, None),
+    },
+    "time": {
+        "start": ((str,), "2027-01-01"),
+        "end": ((str,), None),
+        "years": (_NUMBER, None),
+        "step_hours": (_NUMBER, 1.0),
+    },
+    "observer": {"height_m": (_NUMBER, 2.0)},
+    "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0)},
+    "surface": {"baseline_m": (_NUMBER, 20.0)},
+    "run": {"tile_px": ((int,), 256)},
+}
+
+#: Top-level scalar keys.
+TOP_LEVEL = {"profile": ((str, dict), "default")}
+
+
+def _type_names(types):
+    if types == _NUMBER:
+        return "number"
+    names = {int: "integer", float: "number", str: "string", dict: "table", bool: "boolean"}
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
+
+
+def _check_type(where: str, value, types):
+    # bool is an int subclass in Python; a boolean is never a valid number here.
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise SiteselError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
+
+
+def default_config() -> dict:
+    """The configuration with every default filled in."""
+    config = {key: default for key, (_, default) in TOP_LEVEL.items()}
+    for section, keys in SCHEMA.items():
+        config[section] = {key: default for key, (_, default) in keys.items() if default is not None}
+    return config
+
+
+def validate_config(raw: dict, source: str = "config") -> dict:
+    """Check keys and types, fill defaults, and return a new config dict.
+
+    Raises SiteselError naming the first unknown key or wrong type.
+    """
+    config = default_config()
+    for key, value in raw.items():
+        if key in TOP_LEVEL:
+            _check_type(f"{source}: key '{key}'", value, TOP_LEVEL[key][0])
+            config[key] = copy.deepcopy(value)
+            continue
+        if key not in SCHEMA:
+            known = ", ".join(sorted([*TOP_LEVEL, *SCHEMA]))
+            raise SiteselError(f"{source}: unknown key '{key}' (known: {known})")
+        if not isinstance(value, dict):
+            raise SiteselError(f"{source}: '{key}' must be a table ([{key}]), got {type(value).__name__}")
+        for sub, subvalue in value.items():
+            if sub not in SCHEMA[key]:
+                known = ", ".join(SCHEMA[key])
+                raise SiteselError(f"{source}: unknown key '{key}.{sub}' (known in [{key}]: {known})")
+            _check_type(f"{source}: key '{key}.{sub}'", subvalue, SCHEMA[key][sub][0])
+            config[key][sub] = subvalue
+    if not raw.get("region"):
+        config.pop("region")
+    _check_values(config, source)
+    return config
+
+
+def _check_values(config: dict, source: str):
+    t = config["time"]
+    if "end" in t and "years" in t:
+        raise SiteselError(f"{source}: give either time.end or time.years, not both")
+    if t["step_hours"] <= 0:
+        raise SiteselError(f"{source}: time.step_hours must be positive, got {t['step_hours']}")
+    if "years" in t and t["years"] <= 0:
+        raise SiteselError(f"{source}: time.years must be positive, got {t['years']}")
+    if config["horizon"]["azimuths"] < 8:
+        raise SiteselError(f"{source}: horizon.azimuths must be at least 8, got {config['horizon']['azimuths']}")
+    if config["horizon"]["max_distance_km"] <= 0:
+        raise SiteselError(f"{source}: horizon.max_distance_km must be positive")
+    if config["observer"]["height_m"] < 0:
+        raise SiteselError(f"{source}: observer.height_m must be >= 0, got {config['observer']['height_m']}")
+    if config["surface"]["baseline_m"] <= 0:
+        raise SiteselError(f"{source}: surface.baseline_m must be positive")
+    if config["run"]["tile_px"] < 16:
+        raise SiteselError(f"{source}: run.tile_px must be at least 16, got {config['run']['tile_px']}")
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a TOML config; relative DEM paths resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SiteselError(f"config file '{path}' not found") from None
+    except OSError as exc:
+        raise SiteselError(f"cannot read config file '{path}': {exc.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SiteselError(f"config file '{path}' is not valid TOML: {exc}") from None
+    config = validate_config(raw, source=str(path))
+    dem = config["dem"]
+    if "path" not in dem:
+        raise SiteselError(f"{path}: [dem] path is required (the DEM file to run on)")
+    for key in ("path", "far_field"):
+        if key in dem:
+            dem[key] = str((path.parent / dem[key]).resolve()) if not Path(dem[key]).is_absolute() else dem[key]
+    return config
+
+
+def resolve_period(time_config: dict) -> tuple[str, str, float]:
+    """(start, end, step_hours) of a [time] table.
+
+    ``years`` counts Julian years of 365.25 days; with neither ``end`` nor
+    ``years`` the period is one calendar year from ``start``.
+    """
+    from datetime import datetime, timedelta
+
+    start = time_config["start"]
+    step_hours = float(time_config["step_hours"])
+    if "end" in time_config:
+        return start, time_config["end"], step_hours
+    try:
+        t0 = datetime.fromisoformat(start)
+    except ValueError:
+        raise SiteselError(f"time.start '{start}' is not an ISO date (use e.g. 2027-01-01)") from None
+    if "years" in time_config:
+        end = t0 + timedelta(days=365.25 * float(time_config["years"]))
+    else:
+        end = t0.replace(year=t0.year + 1, day=min(t0.day, 28) if t0.month == 2 else t0.day)
+    return start, end.isoformat(timespec="seconds"), step_hours

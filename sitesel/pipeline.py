@@ -1,0 +1,242 @@
+"""The full pipeline: terrain -> layers -> scores -> ranked sites -> output directory.
+
+This is the one place that strings the stages together; each stage is a pure
+function in its own module. Only :func:`write_outputs` touches the disk
+(through :mod:`sitesel.outputs`), and every file it writes is atomic.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .config import resolve_period
+from .ephemeris import Track, body_track
+from .horizon import bearings_deg, horizon_map
+from .progress import Progress
+from .ranking import rank_sites
+from .scoring import Profile, load_profile, profile_from_dict, score_layers
+from .surface import slope_roughness
+from .terrain.model import Terrain
+from .tiling import TileStore, run_key, run_tiles, tile_slices
+from .visibility import point_series, psr_area_km2, psr_layers, visibility_layers
+
+#: Per-tile visibility layers (computed tile by tile, checkpointed).
+TILE_LAYERS = (
+    "sun_lit_fraction",
+    "sun_disc_fraction",
+    "longest_night_h",
+    "earth_visible_fraction",
+    "longest_blackout_h",
+)
+
+#: Every layer written to ``layers/``: name -> (units, description).
+LAYER_INFO = {
+    "slope_deg": ("deg", "slope of the least-squares plane over the lander footprint"),
+    "roughness_m": ("m", "RMS residual of heights about the footprint plane"),
+    "sun_lit_fraction": ("1", "fraction of time any part of the solar disc is above the horizon"),
+    "sun_disc_fraction": ("1", "time-mean visible fraction of the solar disc"),
+    "longest_night_h": ("h", "longest span with no part of the solar disc visible"),
+    "earth_visible_fraction": ("1", "fraction of time the Earth's centre is above the horizon"),
+    "longest_blackout_h": ("h", "longest span without the Earth above the horizon"),
+    "psr": ("1", "permanently shadowed during the period (1) or not (0)"),
+    "psr_distance_m": ("m", "distance to the nearest permanently shadowed pixel"),
+    "feasible": ("1", "all hard constraints of the profile met (1) or not (0)"),
+    "score": ("1", "profile score in [0, 1]"),
+}
+
+#: Heatmaps drawn for every run: layer -> (title, colour map).
+HEATMAPS = {
+    "score": ("Profile score", "viridis"),
+    "sun_lit_fraction": ("Sunlit fraction", "inferno"),
+    "earth_visible_fraction": ("Earth-visible fraction", "cividis"),
+    "longest_night_h": ("Longest night", "magma_r"),
+    "slope_deg": ("Slope", "terrain"),
+    "psr_distance_m": ("Distance to permanent shadow", "Blues_r"),
+}
+
+
+@dataclass
+class RunResult:
+    """What a pipeline run produced, in memory."""
+
+    terrain: Terrain
+    layers: dict[str, np.ndarray]
+    sites: list[dict]
+    profile: Profile
+    track: Track
+    site_series: list[dict]
+    site_horizons: list[np.ndarray]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    psr_area_km2: float = 0.0
+
+
+def resolve_profile(spec) -> Profile:
+    """A profile from a preset name, a TOML path or an inline table."""
+    if isinstance(spec, dict):
+        return profile_from_dict(spec, source="config [profile]")
+    return load_profile(spec)
+
+
+def compute(
+    terrain: Terrain,
+    config: dict,
+    *,
+    tile_dir: Path | None = None,
+    resume: bool = False,
+    far_field: Terrain | None = None,
+    client=None,
+    quiet: bool = False,
+    profile: Profile | None = None,
+) -> RunResult:
+    """Run every stage on ``terrain`` with a validated ``config`` (see :mod:`sitesel.config`)."""
+    timings: dict[str, float] = {}
+    profile = profile or resolve_profile(config["profile"])
+    start, end, step_hours = resolve_period(config["time"])
+    n_azimuths = int(config["horizon"]["azimuths"])
+    max_distance_m = float(config["horizon"]["max_distance_km"]) * 1e3
+    observer_height_m = float(config["observer"]["height_m"])
+
+    clock = time.perf_counter()
+    track = body_track(start, end, step_hours)
+    timings["ephemeris"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    slope_deg, roughness_m = slope_roughness(terrain, baseline_m=float(config["surface"]["baseline_m"]))
+    timings["surface"] = time.perf_counter() - clock
+
+    def compute_tile(tile):
+        rows, cols = tile
+        horizon_deg = horizon_map(
+            terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field
+        )
+        layers = visibility_layers(terrain, horizon_deg, track, observer_height_m, rows=rows, cols=cols)
+        return {name: layers[name] for name in TILE_LAYERS}
+
+    tiles = tile_slices(terrain.shape, int(config["run"]["tile_px"]))
+    key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance)
+    store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
+    clock = time.perf_counter()
+    with Progress(len(tiles), "horizon + visibility", unit="tile", quiet=quiet) as bar:
+        results = run_tiles(compute_tile, tiles, store, resume=resume, progress=lambda _: bar.advance(), client=client)
+    timings["horizon_visibility"] = time.perf_counter() - clock
+
+    layers = {"slope_deg": slope_deg, "roughness_m": roughness_m}
+    for name in TILE_LAYERS:
+        full = np.full(terrain.shape, np.nan, dtype=np.float32)
+        for (rows, cols), result in zip(tiles, results):
+            full[rows, cols] = result[name]
+        layers[name] = full
+    layers.update(psr_layers(layers["sun_lit_fraction"], terrain.grid))
+
+    clock = time.perf_counter()
+    feasible, score, _ = score_layers(layers, profile)
+    layers["feasible"] = feasible
+    layers["score"] = score
+    sites = rank_sites(score, feasible, layers, terrain.grid, profile)
+    timings["scoring_ranking"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    site_series, site_horizons = [], []
+    for site in sites:
+        rows, cols = slice(site["row"], site["row"] + 1), slice(site["col"], site["col"] + 1)
+        horizon_deg = horizon_map(
+            terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols,
+            method="raymarch", far_field=far_field,
+        )[0, 0]
+        series = point_series(
+            site["lat"], site["lon"], float(terrain.height_m[site["row"], site["col"]]),
+            observer_height_m, horizon_deg, track,
+        )
+        site_horizons.append(horizon_deg)
+        site_series.append(series)
+    timings["sites"] = time.perf_counter() - clock
+
+    return RunResult(
+        terrain=terrain,
+        layers=layers,
+        sites=sites,
+        profile=profile,
+        track=track,
+        site_series=site_series,
+        site_horizons=site_horizons,
+        timings_s=timings,
+        psr_area_km2=float(psr_area_km2(layers["psr"], terrain.grid)),
+    )
+
+
+def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: list, quiet: bool = False,
+                  total_time_s: float | None = None) -> list[Path]:
+    """Write layers, sites, plots, report and manifest into ``out_dir``; return the files written."""
+    from . import outputs, plots, report
+    from .terrain.grid import bearing_to_local_azimuth_deg
+
+    out_dir = Path(out_dir)
+    grid = result.terrain.grid
+    written: list[Path] = []
+    clock = time.perf_counter()
+    layer_dir = out_dir / "layers"
+    layer_dir.mkdir(parents=True, exist_ok=True)
+    with Progress(len(LAYER_INFO) + len(HEATMAPS) + len(result.sites), "writing outputs", unit="file",
+                  quiet=quiet) as bar:
+        for name, (units, description) in LAYER_INFO.items():
+            path = layer_dir / f"{name}.tif"
+            outputs.write_layer(path, result.layers[name], grid, units=units, description=description)
+            written.append(path)
+            bar.advance()
+        written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites) or out_dir / "sites.csv")
+        written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites) or out_dir / "sites.geojson")
+
+        plot_dir = out_dir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        figures = []
+        for name, (title, cmap) in HEATMAPS.items():
+            path = plot_dir / f"{name}.png"
+            units = LAYER_INFO[name][0]
+            plots.heatmap(path, result.layers[name], grid, title=title, units=units, cmap=cmap,
+                          sites=result.sites, hillshade=result.terrain.height_m)
+            figures.append((title, f"plots/{name}.png"))
+            written.append(path)
+            bar.advance()
+        bearings = bearings_deg(len(result.site_horizons[0])) if result.site_horizons else None
+        for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
+            azimuth_deg = bearing_to_local_azimuth_deg(bearings, site["lon"])
+            order = np.argsort(azimuth_deg)
+            path = plot_dir / f"horizon_site{site['rank']:02d}.png"
+            plots.horizon_mask(
+                path, azimuth_deg[order], horizon_deg[order],
+                sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
+                earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
+                times=result.track.times_utc,
+                title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
+            )
+            figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
+            written.append(path)
+            bar.advance()
+    start, end, step_hours = resolve_period(config["time"])
+    run_info = {
+        "dem": result.terrain.provenance,
+        "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track.times_utc)},
+        "observer_height_m": config["observer"]["height_m"],
+        "azimuths": config["horizon"]["azimuths"],
+        "max_distance_km": config["horizon"]["max_distance_km"],
+        "profile": result.profile.name,
+        "grid": {"shape": list(grid.shape), "resolution_m": grid.resolution_m},
+        "sitesel": __version__,
+    }
+    summary = {"psr_area_km2": result.psr_area_km2}
+    report_path = out_dir / "report.md"
+    report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary)
+    written.append(report_path)
+    timings = dict(result.timings_s)
+    timings["outputs"] = time.perf_counter() - clock
+    if total_time_s is not None:
+        timings["total"] = total_time_s
+    manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
+    outputs.write_json(out_dir / "manifest.json", manifest)
+    written.append(out_dir / "manifest.json")
+    return written
