@@ -1,0 +1,55 @@
+"""Config validation: unknown keys and wrong types are named; defaults follow DESIGN.md."""
+
+import pytest
+
+from sitesel.config import default_config, load_config, resolve_period, validate_config
+from sitesel.errors import SiteselError
+
+
+def test_defaults_follow_design():
+    config = default_config()
+    assert config["time"] == {"start": "2027-01-01", "step_hours": 1.0}
+    assert config["observer"]["height_m"] == 2.0
+    assert config["horizon"] == {"azimuths": 180, "max_distance_km": 150.0}
+    assert resolve_period(config["time"]) == ("2027-01-01", "2028-01-01T00:00:00", 1.0)
+
+
+def test_years_span():
+    start, end, step = resolve_period({"start": "2027-01-01", "years": 18.6, "step_hours": 2.0})
+    assert (start, step) == ("2027-01-01", 2.0)
+    assert end.startswith("2045-08-07")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"tim": {}}, "unknown key 'tim'"),
+        ({"time": {"stepp_hours": 1}}, "unknown key 'time.stepp_hours'"),
+        ({"time": {"step_hours": "1h"}}, "key 'time.step_hours': expected number"),
+        ({"horizon": {"azimuths": 180.5}}, "key 'horizon.azimuths': expected integer"),
+        ({"observer": {"height_m": True}}, "key 'observer.height_m'"),
+        ({"time": "2027"}, "'time' must be a table"),
+        ({"time": {"end": "2028-01-01", "years": 1}}, "either time.end or time.years"),
+        ({"time": {"step_hours": 0}}, "step_hours must be positive"),
+        ({"region": {"centre_lat": -89}}, "unknown key 'region.centre_lat'"),
+    ],
+)
+def test_bad_keys_and_types_are_named(raw, message):
+    with pytest.raises(SiteselError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_config(raw)
+
+
+def test_load_config_resolves_paths_and_reports_toml_errors(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('profile = "luna27"\n[dem]\npath = "dems/x.tif"\n[time]\nyears = 2\n')
+    config = load_config(cfg)
+    assert config["dem"]["path"] == str((tmp_path / "dems/x.tif").resolve())
+    assert config["profile"] == "luna27"
+    cfg.write_text("[dem\npath=")
+    with pytest.raises(SiteselError, match="not valid TOML"):
+        load_config(cfg)
+    cfg.write_text("[time]\nyears = 2\n")
+    with pytest.raises(SiteselError, match=r"\[dem\] path is required"):
+        load_config(cfg)
+    with pytest.raises(SiteselError, match="not found"):
+        load_config(tmp_path / "missing.toml")
