@@ -11,6 +11,7 @@ from .grid import (
     xyz_to_latlon,
 )
 from .model import Terrain
+from .synthetic import synthetic_south_pole
 
 __all__ = [
     "Grid",
@@ -19,6 +20,7 @@ __all__ = [
     "latlon_to_xyz",
     "local_frame",
     "scale_factor",
+    "synthetic_south_pole",
     "xy_to_latlon",
     "xy_to_xyz",
     "xyz_to_latlon",
