@@ -1,0 +1,228 @@
+"""The human-readable run report (``report.md``) and the machine manifest.
+
+``report.md`` is reproducible: it holds what was run, the top sites, how each
+site scored on each term, and the figures, but no timings. ``manifest.json``
+(built by :func:`build_manifest`) is the one output file that changes between
+identical runs: it adds the timings and the platform.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .outputs import METRIC_COLUMNS, file_sha256, jsonable, write_text
+
+#: Packages whose versions are recorded (distribution names).
+VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "rasterio", "skyfield", "matplotlib", "sitesel")
+
+#: Labels of well-known ``run`` keys, in report order; other keys follow sorted.
+RUN_LABELS = {
+    "dem": "DEM",
+    "region": "Region",
+    "period": "Period (UTC)",
+    "observer_height_m": "Observer height (m)",
+    "azimuths": "Horizon azimuths",
+    "max_distance_km": "Horizon search distance (km)",
+    "profile": "Mission profile",
+    "grid": "Grid",
+    "sitesel": "sitesel version",
+}
+
+#: Top-sites table: (site key, header, formatter).
+SITE_TABLE = (
+    ("rank", "rank", lambda v: f"{v:d}"),
+    ("lat", "lat (deg)", lambda v: f"{v:.4f}"),
+    ("lon", "lon (deg E)", lambda v: f"{v:.4f}"),
+    ("score", "score", lambda v: f"{v:.3f}"),
+    ("slope_deg", "slope (deg)", lambda v: f"{v:.1f}"),
+    ("sun_lit_fraction", "Sun (% of time)", lambda v: f"{100 * v:.1f}"),
+    ("longest_night_h", "longest night (h)", lambda v: f"{v:.1f}"),
+    ("earth_visible_fraction", "Earth (% of time)", lambda v: f"{100 * v:.1f}"),
+    ("longest_blackout_h", "longest blackout (h)", lambda v: f"{v:.1f}"),
+    ("psr_distance_m", "PSR distance (km)", lambda v: f"{v / 1e3:.2f}"),
+)
+
+#: Prefix of the per-site normalised term values (see sitesel.ranking).
+TERM_PREFIX = "term_"
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python, GDAL and the packages in :data:`VERSIONED_PACKAGES`."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    try:
+        import rasterio
+
+        versions["gdal"] = rasterio.__gdal_version__
+    except ImportError:
+        versions["gdal"] = "not installed"
+    return versions
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _inline(value) -> str:
+    """A compact one-line rendering of a run value."""
+    value = jsonable(value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_inline(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return " x ".join(_inline(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(
+            _inline(v) for v in value
+        )
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return "n/a" if value is None else str(value)
+
+
+def _cell(site, key, fmt) -> str:
+    value = site.get(key)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return fmt(value)
+
+
+def _table(headers, rows) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _run_section(run: dict) -> list[str]:
+    lines = ["## What was run", ""]
+    keys = [k for k in RUN_LABELS if k in run] + sorted(k for k in run if k not in RUN_LABELS)
+    for key in keys:
+        lines.append(f"- **{RUN_LABELS.get(key, key)}**: {_inline(run[key])}")
+    lines.append(f"- **Software**: {_inline(software_versions())}")
+    return lines + [""]
+
+
+def _sites_section(sites: list[dict]) -> list[str]:
+    lines = ["## Top sites", ""]
+    if not sites:
+        return lines + ["No site met every hard constraint of the profile.", ""]
+    lines.append(
+        "Score: the profile score over the landing ellipse; the other columns are the values at the site centre."
+    )
+    lines.append("")
+    rows = [[_cell(site, key, fmt) for key, _, fmt in SITE_TABLE] for site in sites]
+    return lines + _table([header for _, header, _ in SITE_TABLE], rows) + [""]
+
+
+def _terms_section(sites: list[dict]) -> list[str]:
+    names = {k[len(TERM_PREFIX):] for site in sites for k in site if k.startswith(TERM_PREFIX)}
+    terms = [TERM_PREFIX + m for m in METRIC_COLUMNS if m in names] + sorted(
+        TERM_PREFIX + m for m in names - set(METRIC_COLUMNS)
+    )
+    if not terms:
+        return []
+    lines = [
+        "## How each site scored on each term",
+        "",
+        "Each term is its metric mapped linearly onto [0, 1] over a fixed range (1 = best, 0 = worst) at the site "
+        "centre; the score is the weighted mean of the terms.",
+        "",
+    ]
+    headers = ["rank", "score"] + [t[len(TERM_PREFIX):] for t in terms]
+    rows = [
+        [_cell(site, "rank", lambda v: f"{v:d}"), _cell(site, "score", lambda v: f"{v:.3f}")]
+        + [_cell(site, t, lambda v: f"{v:.3f}") for t in terms]
+        for site in sites
+    ]
+    return lines + _table(headers, rows) + [""]
+
+
+def _summary_section(layers_summary: dict) -> list[str]:
+    if not layers_summary:
+        return []
+    lines = ["## Layers", ""]
+    for key in sorted(layers_summary):
+        value = layers_summary[key]
+        if key == "psr_area_km2":
+            lines.append(f"- **Permanently shadowed area**: {value:.2f} km^2")
+        else:
+            lines.append(f"- **{key}**: {_inline(value)}")
+    return lines + [""]
+
+
+def _figures_section(figures) -> list[str]:
+    if not figures:
+        return []
+    lines = ["## Figures", ""]
+    for title, relative_path in figures:
+        lines += [f"### {title}", "", f"![{title}]({Path(relative_path).as_posix()})", ""]
+    return lines
+
+
+def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict) -> str:
+    """The Markdown text of the report (see :func:`write_report`)."""
+    lines = ["# sitesel report", ""]
+    lines += _run_section(run)
+    lines += _sites_section(sites)
+    lines += _terms_section(sites)
+    lines += _summary_section(layers_summary)
+    lines += _figures_section(figures)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str, str]], layers_summary: dict):
+    """Atomically write ``report.md``.
+
+    Parameters
+    ----------
+    run : dict
+        What was run (``dem`` provenance with its checksum, ``region``,
+        ``period``, ``observer_height_m``, ``profile``, ...); rendered in a
+        fixed order, unknown keys after the known ones.
+    sites : list of dict
+        Ranked sites as from :func:`sitesel.ranking.rank_sites`; ``term_*``
+        keys give the per-term table.
+    figures : list of (title, path relative to the report)
+    layers_summary : dict
+        Whole-map figures, e.g. ``psr_area_km2``.
+    """
+    return write_text(path, report_text(run=run, sites=sites, figures=figures, layers_summary=layers_summary))
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def build_manifest(*, inputs, config: dict, timings: dict, extra: dict) -> dict:
+    """The content of ``manifest.json``.
+
+    Keys: ``inputs`` (path, sha256, size_bytes of each input file), ``config``,
+    ``versions``, ``timings`` (seconds, rounded to ms), ``platform``, a
+    ``note`` and every key of ``extra`` (which must not clash with these).
+    """
+    manifest = {
+        "inputs": [
+            {"path": str(p), "sha256": file_sha256(p), "size_bytes": Path(p).stat().st_size} for p in inputs
+        ],
+        "config": jsonable(config),
+        "versions": software_versions(),
+        "timings": {str(k): round(float(v), 3) for k, v in timings.items()},
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "machine": platform.machine(),
+            "python": sys.version.split()[0],
+            "python_implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count(),
+        },
+        "note": "manifest.json is the only output that differs between identical runs (timings, platform)",
+    }
+    clash = sorted(set(manifest) & set(extra))
+    if clash:
+        raise ValueError(f"manifest extra keys clash with built-in keys: {', '.join(clash)}")
+    manifest.update(jsonable(extra))
+    return manifest
