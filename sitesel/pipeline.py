@@ -220,6 +220,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
     start, end, step_hours = resolve_period(config["time"])
     run_info = {
         "dem": result.terrain.provenance,
+        "region": config.get("region"),
         "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track.times_utc)},
         "observer_height_m": config["observer"]["height_m"],
         "azimuths": config["horizon"]["azimuths"],
