@@ -60,27 +60,27 @@ _ROWS_PER_CENTRE = 256
 def region_to_mask(grid: Grid, region: dict | None) -> np.ndarray:
     """Boolean mask of pixels whose centres lie in a profile/config region (all True if None).
 
-    ``region`` holds ``lat_min``/``lat_max`` and/or ``lon_min``/``lon_max``
-    (the longitude range runs eastward from ``lon_min`` to ``lon_max``), or
-    ``centre_lat``/``centre_lon``/``radius_km`` (great-circle radius).
+    ``region`` holds ``lat_min_deg``/``lat_max_deg`` and/or ``lon_min_deg``/``lon_max_deg``
+    (the longitude range runs eastward from ``lon_min_deg`` to ``lon_max_deg``), or
+    ``centre_lat_deg``/``centre_lon_deg``/``radius_km`` (great-circle radius).
     """
     if region is None:
         return np.ones(grid.shape, dtype=bool)
     lat, lon = grid.latlon()
     mask = np.ones(grid.shape, dtype=bool)
     if "radius_km" in region:
-        centre = latlon_to_xyz(region["centre_lat"], region["centre_lon"])
+        centre = latlon_to_xyz(region["centre_lat_deg"], region["centre_lon_deg"])
         mask &= _arc_m(latlon_to_xyz(lat, lon), centre) <= region["radius_km"] * 1000.0
-    if "lat_min" in region:
-        mask &= (lat >= region["lat_min"]) & (lat <= region["lat_max"])
-    if "lon_min" in region and _lon_span_deg(region) < 360.0:
-        mask &= (lon - region["lon_min"]) % 360.0 <= _lon_span_deg(region)
+    if "lat_min_deg" in region:
+        mask &= (lat >= region["lat_min_deg"]) & (lat <= region["lat_max_deg"])
+    if "lon_min_deg" in region and _lon_span_deg(region) < 360.0:
+        mask &= (lon - region["lon_min_deg"]) % 360.0 <= _lon_span_deg(region)
     return mask
 
 
 def _lon_span_deg(region: dict) -> float:
-    """Eastward extent from lon_min to lon_max in (0, 360]; a whole number of turns is the full circle."""
-    span = (region["lon_max"] - region["lon_min"]) % 360.0
+    """Eastward extent from lon_min_deg to lon_max_deg in (0, 360]; a whole number of turns is the full circle."""
+    span = (region["lon_max_deg"] - region["lon_min_deg"]) % 360.0
     return span if span > 0.0 else 360.0
 
 
@@ -94,15 +94,15 @@ def region_bounds_m(region: dict) -> tuple[float, float, float, float]:
     t = np.linspace(0.0, 1.0, 3601)
     if "radius_km" in region:
         # The cap's boundary: points at the cap radius in every direction from its centre.
-        east, north, up = local_frame(region["centre_lat"], region["centre_lon"])
+        east, north, up = local_frame(region["centre_lat_deg"], region["centre_lon_deg"])
         angle = region["radius_km"] * 1000.0 / MOON_RADIUS_M
         az = 2.0 * np.pi * t[:, None]
         direction = np.cos(az) * north + np.sin(az) * east
         lat, lon, _ = xyz_to_latlon(np.cos(angle) * up + np.sin(angle) * direction)
     else:
-        lat_lo, lat_hi = region.get("lat_min", -90.0), region.get("lat_max", 90.0)
-        if "lon_min" in region:
-            lon_lo = region["lon_min"]
+        lat_lo, lat_hi = region.get("lat_min_deg", -90.0), region.get("lat_max_deg", 90.0)
+        if "lon_min_deg" in region:
+            lon_lo = region["lon_min_deg"]
             lon_hi = lon_lo + _lon_span_deg(region)
         else:
             lon_lo, lon_hi = 0.0, 360.0

@@ -84,7 +84,7 @@ _LANDING_KEYS = (
     "min_separation_m",
     "top_n",
 )
-_REGION_KEYS = ("lat_min", "lat_max", "lon_min", "lon_max", "centre_lat", "centre_lon", "radius_km")
+_REGION_KEYS = ("lat_min_deg", "lat_max_deg", "lon_min_deg", "lon_max_deg", "centre_lat_deg", "centre_lon_deg", "radius_km")
 
 #: Landing defaults (DESIGN.md section 4 and the profile README comments).
 DEFAULT_RADIUS_M = 100.0
@@ -271,42 +271,42 @@ def profile_from_dict(data: dict, source: str = "<dict>") -> Profile:
 def validate_region(region, where: str, prefix: str = "region.") -> dict:
     """Validate a region table and return it with float values.
 
-    Either ``centre_lat``, ``centre_lon`` and ``radius_km`` (a spherical cap),
-    or latitude bounds ``lat_min``/``lat_max`` and/or longitude bounds
-    ``lon_min``/``lon_max`` (degrees, east-positive; the longitude range runs
-    eastward from ``lon_min`` to ``lon_max`` and may cross 180; bounds a whole
+    Either ``centre_lat_deg``, ``centre_lon_deg`` and ``radius_km`` (a spherical cap),
+    or latitude bounds ``lat_min_deg``/``lat_max_deg`` and/or longitude bounds
+    ``lon_min_deg``/``lon_max_deg`` (degrees, east-positive; the longitude range runs
+    eastward from ``lon_min_deg`` to ``lon_max_deg`` and may cross 180; bounds a whole
     turn apart, such as -180 and 180, allow every longitude).
     """
     if not isinstance(region, dict):
         raise SiteselError(f"{where}: '{prefix.rstrip('.')}' must be a table, got {type(region).__name__}")
     _check_keys(region, _REGION_KEYS, prefix, where)
     out = {k: _number(v, prefix + k, where) for k, v in region.items()}
-    cap = [k for k in ("centre_lat", "centre_lon", "radius_km") if k in out]
-    bounds = [k for k in ("lat_min", "lat_max", "lon_min", "lon_max") if k in out]
+    cap = [k for k in ("centre_lat_deg", "centre_lon_deg", "radius_km") if k in out]
+    bounds = [k for k in ("lat_min_deg", "lat_max_deg", "lon_min_deg", "lon_max_deg") if k in out]
     if cap and bounds:
         raise SiteselError(
-            f"{where}: give either centre_lat/centre_lon/radius_km or lat/lon bounds in '{prefix}', not both"
+            f"{where}: give either centre_lat_deg/centre_lon_deg/radius_km or lat/lon bounds in '{prefix}', not both"
         )
     if cap:
         if len(cap) != 3:
-            raise SiteselError(f"{where}: '{prefix}' needs all of centre_lat, centre_lon and radius_km")
+            raise SiteselError(f"{where}: '{prefix}' needs all of centre_lat_deg, centre_lon_deg and radius_km")
         if out["radius_km"] <= 0:
             raise SiteselError(f"{where}: '{prefix}radius_km' must be > 0, got {out['radius_km']}")
     elif not bounds:
-        raise SiteselError(f"{where}: '{prefix}' needs centre_lat/centre_lon/radius_km or lat/lon bounds")
-    for lo, hi in (("lat_min", "lat_max"), ("lon_min", "lon_max")):
+        raise SiteselError(f"{where}: '{prefix}' needs centre_lat_deg/centre_lon_deg/radius_km or lat/lon bounds")
+    for lo, hi in (("lat_min_deg", "lat_max_deg"), ("lon_min_deg", "lon_max_deg")):
         if (lo in out) != (hi in out):
             raise SiteselError(f"{where}: '{prefix}{lo}' and '{prefix}{hi}' must be given together")
-    for k in ("lat_min", "lat_max", "centre_lat"):
+    for k in ("lat_min_deg", "lat_max_deg", "centre_lat_deg"):
         if k in out and not -90.0 <= out[k] <= 90.0:
             raise SiteselError(f"{where}: '{prefix}{k}' must lie in [-90, 90], got {out[k]}")
-    if "lat_min" in out and out["lat_min"] >= out["lat_max"]:
-        raise SiteselError(f"{where}: '{prefix}lat_min' must be below '{prefix}lat_max'")
-    for k in ("lon_min", "lon_max", "centre_lon"):
+    if "lat_min_deg" in out and out["lat_min_deg"] >= out["lat_max_deg"]:
+        raise SiteselError(f"{where}: '{prefix}lat_min_deg' must be below '{prefix}lat_max_deg'")
+    for k in ("lon_min_deg", "lon_max_deg", "centre_lon_deg"):
         if k in out and not -360.0 <= out[k] <= 360.0:
             raise SiteselError(f"{where}: '{prefix}{k}' must lie in [-360, 360], got {out[k]}")
-    if "lon_min" in out and out["lon_min"] == out["lon_max"]:
-        raise SiteselError(f"{where}: '{prefix}lon_min' and '{prefix}lon_max' must differ")
+    if "lon_min_deg" in out and out["lon_min_deg"] == out["lon_max_deg"]:
+        raise SiteselError(f"{where}: '{prefix}lon_min_deg' and '{prefix}lon_max_deg' must differ")
     return out
 
 

@@ -71,10 +71,10 @@ def brute_aggregate(score, feasible, grid, radius_m, percentile):
 
 # Radius 3.5 px: the nearest pixel-centre distances are sqrt(12) and sqrt(13) px, so the disc is
 # the same whichever tiny scale factor applies.
-@pytest.mark.parametrize("centre_lat, centre_lon", [(-90.0, 0.0), (-80.0, 20.0)])
+@pytest.mark.parametrize("centre_lat_deg, centre_lon_deg", [(-90.0, 0.0), (-80.0, 20.0)])
 @pytest.mark.parametrize("percentile", [0.0, 5.0, 50.0])
-def test_disc_aggregation_matches_brute_force(centre_lat, centre_lon, percentile):
-    grid = Grid.centred((24, 28), 100.0, *latlon_to_xy(centre_lat, centre_lon))
+def test_disc_aggregation_matches_brute_force(centre_lat_deg, centre_lon_deg, percentile):
+    grid = Grid.centred((24, 28), 100.0, *latlon_to_xy(centre_lat_deg, centre_lon_deg))
     rng = np.random.default_rng(int(percentile) + 7)
     score = rng.random(grid.shape).astype(np.float32)
     feasible = (rng.random(grid.shape) > 0.01).astype(np.uint8)
@@ -217,12 +217,12 @@ def plain_region_mask(grid, region):
     for r in range(grid.shape[0]):
         for c in range(grid.shape[1]):
             if "radius_km" in region:
-                d = haversine_m(lat[r, c], lon[r, c], region["centre_lat"], region["centre_lon"])
+                d = haversine_m(lat[r, c], lon[r, c], region["centre_lat_deg"], region["centre_lon_deg"])
                 ok = d <= region["radius_km"] * 1000
             else:
-                ok = region["lat_min"] <= lat[r, c] <= region["lat_max"]
-                east = (lon[r, c] - region["lon_min"]) % 360.0
-                ok = ok and east <= (region["lon_max"] - region["lon_min"]) % 360.0
+                ok = region["lat_min_deg"] <= lat[r, c] <= region["lat_max_deg"]
+                east = (lon[r, c] - region["lon_min_deg"]) % 360.0
+                ok = ok and east <= (region["lon_max_deg"] - region["lon_min_deg"]) % 360.0
             mask[r, c] = ok
     return mask
 
@@ -230,9 +230,9 @@ def plain_region_mask(grid, region):
 @pytest.mark.parametrize(
     "region",
     [
-        {"lat_min": -89.5, "lat_max": -88.5, "lon_min": -1.0, "lon_max": 51.0},
-        {"lat_min": -90.0, "lat_max": -88.8, "lon_min": 170.0, "lon_max": -170.0},
-        {"centre_lat": -89.3, "centre_lon": 123.0, "radius_km": 12.0},
+        {"lat_min_deg": -89.5, "lat_max_deg": -88.5, "lon_min_deg": -1.0, "lon_max_deg": 51.0},
+        {"lat_min_deg": -90.0, "lat_max_deg": -88.8, "lon_min_deg": 170.0, "lon_max_deg": -170.0},
+        {"centre_lat_deg": -89.3, "centre_lon_deg": 123.0, "radius_km": 12.0},
     ],
 )
 def test_region_mask_matches_a_plain_loop(region):
@@ -245,11 +245,11 @@ def test_region_mask_matches_a_plain_loop(region):
 @pytest.mark.parametrize(
     "region",
     [
-        {"lat_min": -83.0, "lat_max": -79.0, "lon_min": -1.0, "lon_max": 51.0},
-        {"lat_min": -90.0, "lat_max": -88.0, "lon_min": 170.0, "lon_max": -100.0},
-        {"lat_min": -90.0, "lat_max": -87.0},
-        {"centre_lat": -88.8, "centre_lon": 123.0, "radius_km": 25.0},
-        {"centre_lat": -89.9, "centre_lon": 40.0, "radius_km": 30.0},
+        {"lat_min_deg": -83.0, "lat_max_deg": -79.0, "lon_min_deg": -1.0, "lon_max_deg": 51.0},
+        {"lat_min_deg": -90.0, "lat_max_deg": -88.0, "lon_min_deg": 170.0, "lon_max_deg": -100.0},
+        {"lat_min_deg": -90.0, "lat_max_deg": -87.0},
+        {"centre_lat_deg": -88.8, "centre_lon_deg": 123.0, "radius_km": 25.0},
+        {"centre_lat_deg": -89.9, "centre_lon_deg": 40.0, "radius_km": 30.0},
     ],
 )
 def test_region_bounds_enclose_the_region_tightly(region):
@@ -269,7 +269,7 @@ def test_sites_stay_inside_the_profile_region_and_the_caller_mask():
     grid = Grid.centred((60, 60), 100.0, *latlon_to_xy(-89.0, 20.0))
     layers = smooth_layers(grid.shape, seed=8)
     lat, lon = grid.latlon()
-    region = {"lat_min": -90.0, "lat_max": -89.0, "lon_min": 0.0, "lon_max": 90.0}
+    region = {"lat_min_deg": -90.0, "lat_max_deg": -89.0, "lon_min_deg": 0.0, "lon_max_deg": 90.0}
     caller = np.zeros(grid.shape, dtype=bool)
     caller[:, :35] = True
     landing = {"radius_m": 200.0, "min_separation_m": 600.0, "top_n": 10}

@@ -43,9 +43,9 @@ def test_preset_values_follow_the_design():
         "min_earth_visible_fraction": 0.5,
     }
     assert (luna.ellipse_semi_major_m, luna.ellipse_semi_minor_m) == (15000.0, 7500.0)
-    assert luna.region == {"lat_min": -83.0, "lat_max": -79.0, "lon_min": -1.0, "lon_max": 51.0}
+    assert luna.region == {"lat_min_deg": -83.0, "lat_max_deg": -79.0, "lon_min_deg": -1.0, "lon_max_deg": 51.0}
     change7 = load_profile("change7")
-    assert change7.region["centre_lat"] == -88.8 and change7.region["centre_lon"] == 123.0
+    assert change7.region["centre_lat_deg"] == -88.8 and change7.region["centre_lon_deg"] == 123.0
     assert change7.weights["earth_visible_fraction"] < min(
         w for m, w in change7.weights.items() if m != "earth_visible_fraction"
     )
@@ -76,7 +76,7 @@ def test_defaults_of_an_empty_landing_table():
         (minimal(constraints={"min_slope_deg": 7.0}), "constraints.min_slope_deg"),
         (minimal(weights={"slope": 1.0}), "weights.slope"),
         (minimal(landing={"radius": 100.0}), "landing.radius"),
-        (minimal(region={"lat_min": -90.0, "lat_max": -80.0, "lat_mid": 0.0}), "region.lat_mid"),
+        (minimal(region={"lat_min_deg": -90.0, "lat_max_deg": -80.0, "lat_mid": 0.0}), "region.lat_mid"),
         (minimal(extra=1), "extra"),
     ],
 )
@@ -104,7 +104,7 @@ def test_unknown_key_suggests_the_close_one():
         (minimal(landing={"percentile": float("nan")}), "landing.percentile"),
         (minimal(name=3), "name"),
         (minimal(constraints=7), "constraints"),
-        (minimal(region={"centre_lat": "x", "centre_lon": 0.0, "radius_km": 1.0}), "region.centre_lat"),
+        (minimal(region={"centre_lat_deg": "x", "centre_lon_deg": 0.0, "radius_km": 1.0}), "region.centre_lat_deg"),
     ],
 )
 def test_wrong_types_are_named(data, key):
@@ -124,10 +124,10 @@ def test_wrong_types_are_named(data, key):
         (minimal(landing={"percentile": 150.0}), "landing.percentile"),
         (minimal(landing={"radius_m": 0.0}), "landing.radius_m"),
         (minimal(landing={"top_n": 0}), "landing.top_n"),
-        (minimal(region={"lat_min": -80.0}), "together"),
-        (minimal(region={"lat_min": -80.0, "lat_max": -85.0}), "below"),
-        (minimal(region={"centre_lat": -89.0, "centre_lon": 0.0}), "centre_lat, centre_lon and radius_km"),
-        (minimal(region={"centre_lat": -89.0, "centre_lon": 0.0, "radius_km": 5.0, "lat_min": -90.0}), "not both"),
+        (minimal(region={"lat_min_deg": -80.0}), "together"),
+        (minimal(region={"lat_min_deg": -80.0, "lat_max_deg": -85.0}), "below"),
+        (minimal(region={"centre_lat_deg": -89.0, "centre_lon_deg": 0.0}), "centre_lat_deg, centre_lon_deg and radius_km"),
+        (minimal(region={"centre_lat_deg": -89.0, "centre_lon_deg": 0.0, "radius_km": 5.0, "lat_min_deg": -90.0}), "not both"),
         (minimal(region={}), "needs"),
     ],
 )
