@@ -1,0 +1,216 @@
+"""Sun and Earth positions in the Moon mean-Earth frame, fully offline.
+
+Positions come from the JPL DE421 ephemeris shipped by ``skyfield-data`` and
+the Moon orientation from the DE421 lunar libration kernel shipped by
+``lunarsky`` (``moon_pa_de421_1900-2050.bpc`` plus the frame kernel
+``moon_080317.tf``), read with skyfield's ``PlanetaryConstants``. Nothing is
+downloaded: skyfield's built-in timescale tables are used.
+
+Frame: ``MOON_ME_DE421`` (mean Earth / polar axis), the frame LOLA products are
+referenced to. Vectors point from the Moon's centre to the body's centre and
+are astrometric (corrected for light time, not for aberration, which is
+below 25 arcsec at the Moon).
+
+Tracks are cached as ``.npz`` under ``$SITESEL_CACHE_DIR`` (default
+``~/.cache/sitesel``), keyed by (start, end, step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .constants import EPHEMERIS_FIRST_DATE, EPHEMERIS_LAST_DATE
+from .errors import SiteselError
+
+_MOON_PCK = ("data", "pck", "moon_pa_de421_1900-2050.bpc")
+_MOON_FK = ("data", "fk", "satellites", "moon_080317.tf")
+_CACHE_VERSION = "1"  # bump when the computation changes so stale caches are ignored
+
+
+@dataclass(frozen=True)
+class Track:
+    """Sun and Earth positions relative to the Moon, sampled regularly in UTC.
+
+    Attributes
+    ----------
+    times_utc : ndarray of datetime64[s], shape (T,)
+        Sample times, UTC, ``start + i * step``.
+    sun_m, earth_m : ndarray of float64, shape (T, 3)
+        Position of the Sun's / Earth's centre relative to the Moon's centre in
+        the Moon mean-Earth (ME, DE421) frame, metres.
+    step_hours : float
+        Sampling interval, hours.
+    """
+
+    times_utc: np.ndarray
+    sun_m: np.ndarray
+    earth_m: np.ndarray
+    step_hours: float
+
+    def __len__(self) -> int:
+        return len(self.times_utc)
+
+    @property
+    def start(self) -> str:
+        """First sample time as an ISO string (UTC)."""
+        return str(self.times_utc[0]) if len(self) else ""
+
+    @property
+    def end(self) -> str:
+        """End of the covered span (last sample + one step) as an ISO string (UTC)."""
+        if not len(self):
+            return ""
+        return str(self.times_utc[-1] + np.timedelta64(_step_seconds(self.step_hours), "s"))
+
+
+def _parse_date(text, what: str) -> np.datetime64:
+    try:
+        value = np.datetime64(str(text).strip().rstrip("Z"), "s")
+    except (ValueError, TypeError):
+        raise SiteselError(
+            f"cannot parse the {what} time {text!r}; use an ISO UTC date like 2027-01-01 or 2027-01-01T06:00"
+        ) from None
+    if np.isnat(value):
+        raise SiteselError(f"the {what} time {text!r} is not a date; use an ISO UTC date like 2027-01-01")
+    return value
+
+
+def _step_seconds(step_hours: float) -> int:
+    return int(round(float(step_hours) * 3600.0))
+
+
+def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datetime64, int]:
+    """Check a [start, end) UTC span and step; return (start, end, step_seconds).
+
+    Raises :class:`SiteselError` for an unparsable date, an empty or reversed
+    span, a step that is not positive (or rounds to 0 s), or a span outside the
+    Moon orientation kernel's coverage (1900-01-01 to 2050-12-31).
+    """
+    t0 = _parse_date(start, "start")
+    t1 = _parse_date(end, "end")
+    try:
+        step_s = _step_seconds(step_hours)
+    except (TypeError, ValueError):
+        raise SiteselError(f"step_hours must be a number of hours, got {step_hours!r}") from None
+    if not np.isfinite(float(step_hours)) or step_s <= 0:
+        raise SiteselError(f"step_hours must be positive (at least 1 s), got {step_hours!r}")
+    if t1 <= t0:
+        raise SiteselError(f"the time span is empty: end {end!r} is not after start {start!r}")
+    first = np.datetime64(EPHEMERIS_FIRST_DATE, "s")
+    last = np.datetime64(EPHEMERIS_LAST_DATE, "s")
+    if t0 < first:
+        raise SiteselError(f"start {start!r} is before {EPHEMERIS_FIRST_DATE}, the Moon orientation kernel's first date")
+    if t1 > last:
+        raise SiteselError(f"end {end!r} is after {EPHEMERIS_LAST_DATE}, the Moon orientation kernel's last date")
+    return t0, t1, step_s
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec does not import the package (lunarsky imports astropy, which is slow).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise SiteselError(f"the Python package {name!r} is missing; install it with `pip install {name}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@lru_cache(maxsize=1)
+def _kernels():
+    """Load (timescale, planets, Moon ME frame) once per process, offline."""
+    from skyfield.api import Loader
+    from skyfield.planetarylib import PlanetaryConstants
+
+    data_dir = _package_dir("skyfield_data") / "data"
+    lunarsky_dir = _package_dir("lunarsky")
+    with warnings.catch_warnings():
+        # skyfield-data flags its bundled Earth-orientation file as stale; the
+        # Moon frame and TDB do not use Earth orientation, so it is irrelevant.
+        warnings.simplefilter("ignore")
+        load = Loader(str(data_dir), verbose=False)
+        ts = load.timescale(builtin=True)
+        planets = load("de421.bsp")
+        pc = PlanetaryConstants()
+        pc.read_text(load(str(lunarsky_dir.joinpath(*_MOON_FK))))
+        pc.read_binary(load(str(lunarsky_dir.joinpath(*_MOON_PCK))))
+        frame = pc.build_frame_named("MOON_ME_DE421")
+    return ts, planets, frame
+
+
+def _compute_track(t0: np.datetime64, t1: np.datetime64, step_s: int) -> Track:
+    ts, planets, frame = _kernels()
+    times = np.arange(t0, t1, np.timedelta64(step_s, "s"))
+    secs = (times - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64)
+    days, sec_of_day = np.divmod(secs, 86400)
+    t = ts.utc(1970, 1, 1 + days, 0, 0, sec_of_day.astype(np.float64))
+    moon = planets["moon"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observer = moon.at(t)
+        sun_icrf = observer.observe(planets["sun"]).position.m
+        earth_icrf = observer.observe(planets["earth"]).position.m
+        rot = frame.rotation_at(t)  # (3, 3, T): ICRF -> Moon ME
+    sun_me = np.einsum("ijt,jt->ti", rot, sun_icrf)
+    earth_me = np.einsum("ijt,jt->ti", rot, earth_icrf)
+    return Track(times, np.ascontiguousarray(sun_me), np.ascontiguousarray(earth_me), step_s / 3600.0)
+
+
+def cache_dir() -> Path:
+    """Directory of cached tracks: ``$SITESEL_CACHE_DIR`` or ``~/.cache/sitesel``."""
+    env = os.environ.get("SITESEL_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "sitesel"
+
+
+def _cache_path(t0, t1, step_s) -> Path:
+    key = f"{_CACHE_VERSION}|{t0}|{t1}|{step_s}"
+    return cache_dir() / f"track_{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _write_atomic(path: Path, track: Track) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, times_utc=track.times_utc.astype(np.int64), sun_m=track.sun_m,
+                     earth_m=track.earth_m, step_hours=track.step_hours)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_cached(path: Path) -> Track | None:
+    try:
+        with np.load(path) as data:
+            return Track(data["times_utc"].astype("datetime64[s]"), data["sun_m"], data["earth_m"],
+                         float(data["step_hours"]))
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = True) -> Track:
+    """Sun and Earth positions in the Moon ME frame over [start, end) every ``step_hours``.
+
+    ``start``/``end`` are UTC ISO dates or date-times. The result is cached on
+    disk (see :func:`cache_dir`); an unreadable cache entry is recomputed.
+    """
+    t0, t1, step_s = validate_time_range(start, end, step_hours)
+    path = _cache_path(t0, t1, step_s)
+    if use_cache and path.exists():
+        track = _read_cached(path)
+        if track is not None:
+            return track
+    track = _compute_track(t0, t1, step_s)
+    if use_cache:
+        try:
+            _write_atomic(path, track)
+        except OSError:
+            pass  # a read-only cache must not stop a run; the track is simply recomputed next time
+    return track

@@ -1,0 +1,108 @@
+"""Ephemeris: Sun and Earth in the Moon mean-Earth frame."""
+
+import numpy as np
+import pytest
+
+from sitesel.ephemeris import Track, body_track, validate_time_range
+from sitesel.errors import SiteselError
+
+AU_M = 1.495978707e11
+
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SITESEL_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def two_years():
+    return body_track("2026-01-01", "2028-01-01", 1.0, use_cache=False)
+
+
+def _elevation_at_pole_deg(v):
+    # Local up at the south pole is -z.
+    return np.degrees(np.arcsin(-v[:, 2] / np.linalg.norm(v, axis=1)))
+
+
+def test_track_shape_and_times(two_years):
+    tr = two_years
+    assert isinstance(tr, Track)
+    assert tr.times_utc.dtype == np.dtype("datetime64[s]")
+    assert len(tr) == (365 + 365) * 24
+    assert tr.sun_m.shape == tr.earth_m.shape == (len(tr), 3)
+    assert tr.sun_m.dtype == np.float64
+    assert tr.start == "2026-01-01T00:00:00"
+    assert tr.end == "2028-01-01T00:00:00"
+    assert np.all(np.diff(tr.times_utc) == np.timedelta64(3600, "s"))
+
+
+def test_sun_elevation_at_pole(two_years):
+    el = _elevation_at_pole_deg(two_years.sun_m)
+    assert np.abs(el).max() < 1.6
+    assert el.max() > 1.4 and el.min() < -1.4
+
+
+def test_earth_elevation_at_pole(two_years):
+    el = _elevation_at_pole_deg(two_years.earth_m)
+    assert np.abs(el).max() < 7.2
+    assert el.max() > 6 and el.min() < -6
+    assert 0.4 < np.mean(el > 0) < 0.6
+
+
+def test_distances(two_years):
+    d_sun = np.linalg.norm(two_years.sun_m, axis=1) / AU_M
+    assert np.all(np.abs(d_sun - 1) < 0.02)
+    d_earth = np.linalg.norm(two_years.earth_m, axis=1) / 1e6
+    assert d_earth.min() > 356 and d_earth.max() < 407
+
+
+def test_sub_earth_point_is_near_mean_earth_direction(two_years):
+    # "Mean Earth" frame: +x points at the mean sub-Earth point, so the
+    # sub-Earth latitude/longitude only librate by a few degrees around 0.
+    e = two_years.earth_m
+    lat = np.degrees(np.arcsin(e[:, 2] / np.linalg.norm(e, axis=1)))
+    lon = np.degrees(np.arctan2(e[:, 1], e[:, 0]))
+    assert np.abs(lat).max() < 8 and np.abs(lon).max() < 9
+    assert abs(lat.mean()) < 1 and abs(lon.mean()) < 1
+    # The Sun circles the Moon once per synodic month: its longitude covers all bearings.
+    lon_sun = np.degrees(np.arctan2(two_years.sun_m[:, 1], two_years.sun_m[:, 0]))
+    assert np.histogram(lon_sun, bins=36, range=(-180, 180))[0].min() > 0
+
+
+def test_synodic_month_period(two_years):
+    # Independent check of the rotation: the sub-solar longitude decreases by
+    # 360 deg once per synodic month (29.53 d).
+    s = two_years.sun_m
+    lon = np.unwrap(np.arctan2(s[:, 1], s[:, 0]))
+    days = len(s) / 24
+    months = -(lon[-1] - lon[0]) / (2 * np.pi)
+    assert abs(days / months - 29.53) < 0.05
+
+
+def test_cache_roundtrip(tmp_path):
+    a = body_track("2027-03-01", "2027-03-03", 6.0)
+    files = list((tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1
+    b = body_track("2027-03-01", "2027-03-03", 6.0)
+    np.testing.assert_array_equal(a.sun_m, b.sun_m)
+    np.testing.assert_array_equal(a.times_utc, b.times_utc)
+    assert b.step_hours == 6.0 and len(b) == 8
+
+
+@pytest.mark.parametrize(
+    "start, end, step, match",
+    [
+        ("2027-02-01", "2027-01-01", 1, "empty"),
+        ("2027-01-01", "2027-01-01", 1, "empty"),
+        ("1899-06-01", "1900-06-01", 1, "1900-01-01"),
+        ("2050-06-01", "2051-06-01", 1, "2050-12-31"),
+        ("not a date", "2027-01-01", 1, "parse"),
+        ("2027-01-01", "2027-02-01", 0, "positive"),
+        ("2027-01-01", "2027-02-01", -1, "positive"),
+    ],
+)
+def test_bad_ranges_raise(start, end, step, match):
+    with pytest.raises(SiteselError, match=match):
+        validate_time_range(start, end, step)
+    with pytest.raises(SiteselError):
+        body_track(start, end, step)

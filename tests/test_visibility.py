@@ -1,0 +1,264 @@
+"""Visibility layers, PSR and point series against plain per-time-step references."""
+
+import numpy as np
+import pytest
+
+from sitesel.constants import MOON_RADIUS_M, SUN_RADIUS_M
+from sitesel.ephemeris import body_track
+from sitesel.terrain import Grid, Terrain, latlon_to_xy
+from sitesel.visibility import (
+    BinnedTrack,
+    gap_statistics,
+    point_series,
+    psr_area_km2,
+    psr_layers,
+    visibility_fractions,
+    visibility_layers,
+)
+
+K = 180
+BEARINGS = np.arange(K) * 360.0 / K
+
+
+@pytest.fixture(scope="module")
+def track():
+    return body_track("2027-01-01", "2027-07-01", 1.0, use_cache=False)
+
+
+# ---------------------------------------------------------------- reference
+def reference(terrain, horizon_deg, track, observer_height_m, long_night_h=72.0):
+    """Exact per-time-step computation, one pixel at a time, in plain numpy."""
+    lat, lon = terrain.grid.latlon()
+    out = {name: np.full(terrain.shape, np.nan) for name in
+           ("sun_lit_fraction", "sun_disc_fraction", "longest_night_h", "earth_visible_fraction",
+            "longest_blackout_h", "longest_sunlit_h", "n_long_nights")}
+    for i in range(terrain.shape[0]):
+        for j in range(terrain.shape[1]):
+            if not np.isfinite(terrain.height_m[i, j]):
+                continue
+            phi, lam = np.radians(lat[i, j]), np.radians(lon[i, j])
+            up = np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+            east = np.array([-np.sin(lam), np.cos(lam), 0.0])
+            north = np.cross(up, east)
+            observer = (MOON_RADIUS_M + terrain.height_m[i, j] + observer_height_m) * up
+
+            def look(position):
+                v = position - observer
+                d = np.linalg.norm(v, axis=1)
+                el = np.degrees(np.arcsin(v @ up / d))
+                az = np.degrees(np.arctan2(v @ east, v @ north))
+                bearing = (az + lon[i, j]) % 360.0
+                h = np.interp(bearing, BEARINGS, horizon_deg[i, j].astype(float), period=360.0)
+                return el, h, d
+
+            el, h, d = look(track.sun_m)
+            rho = np.degrees(np.arcsin(SUN_RADIUS_M / d))
+            lit = el + rho > h
+            u = np.clip((el - h) / rho, -1, 1)
+            disc = 1 - (np.arccos(u) - u * np.sqrt(1 - u * u)) / np.pi
+            el_e, h_e, _ = look(track.earth_m)
+            seen = el_e > h_e
+            out["sun_lit_fraction"][i, j] = lit.mean()
+            out["sun_disc_fraction"][i, j] = disc.mean()
+            out["earth_visible_fraction"][i, j] = seen.mean()
+            nights = runs(~lit)
+            out["longest_night_h"][i, j] = max(nights, default=0) * track.step_hours
+            out["longest_sunlit_h"][i, j] = max(runs(lit), default=0) * track.step_hours
+            out["longest_blackout_h"][i, j] = max(runs(~seen), default=0) * track.step_hours
+            out["n_long_nights"][i, j] = sum(n * track.step_hours >= long_night_h for n in nights)
+    return out
+
+
+def runs(mask):
+    """Lengths of the runs of True, by a plain loop."""
+    lengths, n = [], 0
+    for value in mask:
+        if value:
+            n += 1
+        elif n:
+            lengths.append(n)
+            n = 0
+    if n:
+        lengths.append(n)
+    return lengths
+
+
+def rugged_horizon(shape, seed):
+    """A horizon with a few broad ridges plus fine detail, per pixel, degrees."""
+    rng = np.random.default_rng(seed)
+    b = np.radians(BEARINGS)
+    h = np.full(shape + (K,), 0.3)
+    for n in (1, 2, 3, 5, 9):
+        amp = rng.uniform(0, 1.5 / np.sqrt(n), shape)[..., None]
+        h += amp * np.sin(n * b + rng.uniform(0, 2 * np.pi, shape)[..., None])
+    h += rng.normal(0, 0.3, shape + (K,))
+    return h.astype(np.float32)
+
+
+def terrain_at(lat_deg, lon_deg, n, resolution_m=400.0, seed=0):
+    x, y = latlon_to_xy(lat_deg, lon_deg)
+    grid = Grid.centred((n, n), resolution_m, x, y)
+    heights = np.random.default_rng(seed).normal(0, 50, grid.shape).astype(np.float32)
+    return Terrain(heights, grid)
+
+
+# ---------------------------------------------------------------- layers vs reference
+@pytest.mark.parametrize("lat, n", [(-89.9, 24), (-85.0, 10), (-80.5, 10)])
+def test_layers_match_reference(track, lat, n):
+    terrain = terrain_at(lat, 60.0, n)
+    terrain.height_m[3, 4] = np.nan
+    horizon = rugged_horizon(terrain.shape, seed=n)
+    got = visibility_layers(terrain, horizon, track, 2.0)
+    want = reference(terrain, horizon, track, 2.0)
+    assert np.isnan(got["sun_lit_fraction"][3, 4]) and np.isnan(got["longest_blackout_h"][3, 4])
+    valid = np.isfinite(terrain.height_m)
+    for name in ("sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction"):
+        err = np.abs(got[name] - want[name])[valid]
+        assert err.max() < 0.005, name  # 0.5 percentage points
+        assert err.mean() < 0.0005, name
+    for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h"):
+        assert np.abs(got[name] - want[name])[valid].max() <= track.step_hours, name
+    assert np.abs(got["n_long_nights"] - want["n_long_nights"])[valid].max() <= 1
+    # Time-independent binned fractions: same tolerance.
+    binned = visibility_fractions(terrain, horizon, BinnedTrack(track, K), 2.0)
+    assert set(binned) == {"sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction"}
+    for name, value in binned.items():
+        assert np.isnan(value[3, 4])
+        assert np.abs(value - want[name])[valid].max() < 0.005, name
+    # Exact gap statistics of selected pixels.
+    picks = [(0, 0), (n - 1, 2), (3, 4)]
+    for stats in gap_statistics(terrain, horizon, track, 2.0, picks):
+        i, j = stats["row"], stats["col"]
+        if (i, j) == (3, 4):
+            assert not stats["valid"]
+            continue
+        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights",
+                     "sun_lit_fraction", "earth_visible_fraction"):
+            assert stats[name] == pytest.approx(want[name][i, j], abs=1e-9), name
+    # The rugged horizon really exercises both states.
+    assert 0.05 < np.nanmean(got["sun_lit_fraction"]) < 0.95
+
+
+def test_bare_sphere_at_pole():
+    track = body_track("2027-01-01", "2028-01-01", 6.0, use_cache=False)
+    grid = Grid.centred((3, 3), 20.0)
+    terrain = Terrain(np.zeros(grid.shape, np.float32), grid)
+    h = 2.0
+    dip = -np.degrees(np.arccos(MOON_RADIUS_M / (MOON_RADIUS_M + h)))
+    horizon = np.full(grid.shape + (K,), dip, dtype=np.float32)
+    got = visibility_layers(terrain, horizon, track, h)
+    want = reference(terrain, horizon, track, h)
+    assert 0.4 < got["earth_visible_fraction"][1, 1] < 0.6
+    # The Sun's elevation at the pole swings +/-1.55 deg over a draconic year: the disc's
+    # top stays above the horizon a little more than half the time.
+    assert 0.5 < got["sun_lit_fraction"][1, 1] < 0.8
+    for name in ("sun_lit_fraction", "earth_visible_fraction", "sun_disc_fraction"):
+        np.testing.assert_allclose(got[name], want[name], atol=0.005)
+
+
+def test_deep_bowl_floor_is_psr(track):
+    # 11 x 11 px at the pole: the centre 3 x 3 sits at the bottom of a bowl whose
+    # walls rise 6 deg above its horizon in every direction (the Sun never
+    # exceeds 1.6 deg); the outer pixels are on the rim and see a bare-sphere horizon.
+    grid = Grid.centred((11, 11), 100.0)
+    heights = np.zeros(grid.shape, np.float32)
+    heights[4:7, 4:7] = -500.0
+    terrain = Terrain(heights, grid)
+    horizon = np.full(grid.shape + (K,), -0.05, dtype=np.float32)
+    horizon[4:7, 4:7] = 6.0
+    lit = visibility_layers(terrain, horizon, track, 0.0)["sun_lit_fraction"]
+    psr = psr_layers(lit, grid)
+    expected = np.zeros(grid.shape, np.uint8)
+    expected[4:7, 4:7] = 1
+    np.testing.assert_array_equal(psr["psr"], expected)
+    assert lit[0, 0] > 0.2
+    # Rim pixel (0, 0) is 4 px from the nearest PSR pixel (4, 4) along each axis.
+    assert psr["psr_distance_m"][0, 0] == pytest.approx(np.hypot(4, 4) * 100.0)
+
+
+# ---------------------------------------------------------------- PSR
+def test_psr_distance_brute_force():
+    rng = np.random.default_rng(3)
+    grid = Grid.centred((17, 23), 30.0)
+    frac = rng.uniform(0, 1, grid.shape).astype(np.float32)
+    frac[rng.uniform(size=grid.shape) < 0.05] = 0.0
+    frac[0, 0] = np.nan
+    got = psr_layers(frac, grid)
+    rr, cc = np.nonzero(got["psr"])
+    assert got["psr"][0, 0] == 0 and np.isnan(got["psr_distance_m"][0, 0])
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            if (i, j) == (0, 0):
+                continue
+            brute = np.sqrt((rr - i) ** 2 + (cc - j) ** 2).min() * 30.0
+            assert got["psr_distance_m"][i, j] == pytest.approx(brute, rel=1e-6)
+
+
+def test_psr_none():
+    grid = Grid.centred((4, 4), 10.0)
+    got = psr_layers(np.full((4, 4), 0.5, np.float32), grid)
+    assert got["psr"].sum() == 0 and np.all(np.isinf(got["psr_distance_m"]))
+
+
+def test_psr_area_is_true_area_on_the_sphere():
+    # A disc of PSR pixels around the pole, 10 deg in colatitude: its area is the
+    # spherical cap's, which is 0.8% smaller than the disc's map area.
+    colat = np.radians(10.0)
+    rho_m = 2 * MOON_RADIUS_M * np.tan(colat / 2)
+    grid = Grid.centred((400, 400), 2 * rho_m * 1.02 / 400)
+    x, y = grid.xy()
+    psr = (np.hypot(x, y) <= rho_m).astype(np.uint8)
+    cap_km2 = 2 * np.pi * MOON_RADIUS_M**2 * (1 - np.cos(colat)) / 1e6
+    got = psr_area_km2(psr, grid)
+    assert got == pytest.approx(cap_km2, rel=0.003)
+    nominal = psr.sum() * grid.resolution_m**2 / 1e6
+    assert nominal / cap_km2 > 1.006
+
+
+# ---------------------------------------------------------------- point series
+def test_point_series_matches_layers(track):
+    terrain = terrain_at(-88.0, -30.0, 3)
+    horizon = rugged_horizon(terrain.shape, seed=7)
+    layers = visibility_layers(terrain, horizon, track, 10.0)
+    lat, lon = terrain.grid.latlon()
+    s = point_series(lat[1, 1], lon[1, 1], terrain.height_m[1, 1], 10.0, horizon[1, 1], track)
+    for name in ("sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction"):
+        assert s[name] == pytest.approx(layers[name][1, 1], abs=0.005)
+    for name in ("longest_night_h", "longest_blackout_h"):
+        assert abs(s[name] - layers[name][1, 1]) <= 1.0
+    assert len(s["sun_elevation_deg"]) == len(track)
+    assert s["sun_lit_fraction"] == pytest.approx(s["sun_lit"].mean())
+    hours = [night["hours"] for night in s["longest_nights"]]
+    assert hours == sorted(hours, reverse=True) and hours[0] == s["longest_night_h"]
+    first = s["longest_nights"][0]
+    span = np.datetime64(first["end"]) - np.datetime64(first["start"])
+    assert span == np.timedelta64(int(first["hours"] * 3600), "s")
+
+
+def test_point_series_at_pole_bare_sphere(track):
+    s = point_series(-90.0, 0.0, 0.0, 0.0, np.zeros(K), track)
+    # At the pole the elevation is minus the sub-body latitude.
+    sun_lat = np.degrees(np.arcsin(track.sun_m[:, 2] / np.linalg.norm(track.sun_m, axis=1)))
+    np.testing.assert_allclose(s["sun_elevation_deg"], -sun_lat, atol=1e-3)
+    assert np.abs(s["earth_elevation_deg"]).max() < 7.2
+    # Earth's topocentric elevation is its geocentric one lowered by the parallax (~0.26 deg).
+    earth_lat = np.degrees(np.arcsin(track.earth_m[:, 2] / np.linalg.norm(track.earth_m, axis=1)))
+    drop = -earth_lat - s["earth_elevation_deg"]
+    assert 0.23 < drop.min() and drop.max() < 0.29
+
+
+def test_horizon_shape_checked(track):
+    terrain = terrain_at(-89.0, 0.0, 4)
+    with pytest.raises(ValueError, match="shape"):
+        visibility_layers(terrain, np.zeros((3, 4, K), np.float32), track, 2.0)
+
+
+def test_window_and_progress(track):
+    terrain = terrain_at(-89.0, 0.0, 6)
+    horizon = rugged_horizon((6, 6), seed=1)
+    full = visibility_layers(terrain, horizon, track, 2.0)
+    seen = []
+    part = visibility_layers(terrain, horizon[2:5, 1:4], track, 2.0, rows=slice(2, 5), cols=slice(1, 4),
+                             progress=seen.append)
+    assert sum(seen) == 9
+    np.testing.assert_array_equal(part["sun_lit_fraction"], full["sun_lit_fraction"][2:5, 1:4])
