@@ -107,9 +107,11 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 @click.option("--profile", "profile_name", default=None, help="Mission profile preset or TOML path (overrides the config).")
 @click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Run tiles on a local Dask cluster of N workers.")
 @click.option("--scheduler", default=None, help="Run tiles on an existing Dask scheduler (tcp://host:port).")
+@click.option("--years", type=click.FloatRange(0.01, 150.0), default=None,
+              help="Span in years from the config's start (overrides time.end/years; 18.6 = a precession cycle).")
 @click.option("--resume", is_flag=True, help="Reuse finished tiles of an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
-def run(config_path, out_dir, profile_name, workers, scheduler, resume, quiet):
+def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, quiet):
     """Run the full pipeline on a DEM described by CONFIG.toml."""
     from .config import load_config
     from .terrain.io import read_far_field, read_terrain, region_from_config
@@ -119,6 +121,9 @@ def run(config_path, out_dir, profile_name, workers, scheduler, resume, quiet):
     config = load_config(config_path)
     if profile_name:
         config["profile"] = profile_name
+    if years is not None:
+        config["time"].pop("end", None)
+        config["time"]["years"] = years
     from .pipeline import resolve_profile
 
     profile = resolve_profile(config["profile"])
@@ -152,7 +157,7 @@ def _dask_client(workers, scheduler):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("lat", type=float)
 @click.argument("lon", type=float)
 @click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path), help="DEM file.")
@@ -168,7 +173,10 @@ def _dask_client(workers, scheduler):
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Draw the horizon mask with the Sun's and Earth's paths to this PNG.")
 def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, as_json, plot_path):
-    """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees)."""
+    """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees).
+
+    LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
+    """
     from .site import site_report
 
     period = {"start": start, "step_hours": step_hours}

@@ -23,7 +23,7 @@ Example::
     step_hours = 1.0
 
     [observer]
-    height_m = 2.0
+    height_m = 2.0               # or a list, e.g. [2.0, 10.0]: one set of layers per height
 
     [horizon]
     azimuths = 180
@@ -64,7 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
         "years": (_NUMBER, None),
         "step_hours": (_NUMBER, 1.0),
     },
-    "observer": {"height_m": (_NUMBER, 2.0)},
+    "observer": {"height_m": ((int, float, list), 2.0)},
     "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0)},
     "surface": {"baseline_m": (_NUMBER, 20.0)},
     "run": {"tile_px": ((int,), 256)},
@@ -77,7 +77,7 @@ TOP_LEVEL = {"profile": ((str, dict), "default")}
 def _type_names(types):
     if types == _NUMBER:
         return "number"
-    names = {int: "integer", float: "number", str: "string", dict: "table", bool: "boolean"}
+    names = {int: "integer", float: "number", str: "string", dict: "table", bool: "boolean", list: "list"}
     return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in types))
 
 
@@ -135,8 +135,12 @@ def _check_values(config: dict, source: str):
         raise SiteselError(f"{source}: horizon.azimuths must be at least 8, got {config['horizon']['azimuths']}")
     if config["horizon"]["max_distance_km"] <= 0:
         raise SiteselError(f"{source}: horizon.max_distance_km must be positive")
-    if config["observer"]["height_m"] < 0:
-        raise SiteselError(f"{source}: observer.height_m must be >= 0, got {config['observer']['height_m']}")
+    heights = config["observer"]["height_m"]
+    for height in heights if isinstance(heights, list) else [heights]:
+        if isinstance(height, bool) or not isinstance(height, _NUMBER) or height < 0:
+            raise SiteselError(f"{source}: observer.height_m must be a number >= 0 or a list of them, got {height!r}")
+    if isinstance(heights, list) and (not heights or len(set(heights)) != len(heights)):
+        raise SiteselError(f"{source}: observer.height_m must list distinct heights, got {heights!r}")
     if config["surface"]["baseline_m"] <= 0:
         raise SiteselError(f"{source}: surface.baseline_m must be positive")
     if config["run"]["tile_px"] < 16:
@@ -164,6 +168,12 @@ def load_config(path: str | Path) -> dict:
         if key in dem:
             dem[key] = str((path.parent / dem[key]).resolve()) if not Path(dem[key]).is_absolute() else dem[key]
     return config
+
+
+def observer_heights_m(config: dict) -> list[float]:
+    """The observer heights of a validated config, as a list (the first one is scored)."""
+    heights = config["observer"]["height_m"]
+    return [float(h) for h in (heights if isinstance(heights, list) else [heights])]
 
 
 def resolve_period(time_config: dict) -> tuple[str, str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import resolve_period
+from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
@@ -23,7 +23,14 @@ from .scoring import Profile, load_profile, profile_from_dict, score_layers
 from .surface import slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
-from .visibility import point_series, psr_area_km2, psr_layers, visibility_layers
+from .visibility import (
+    BinnedTrack,
+    point_series,
+    psr_area_km2,
+    psr_layers,
+    visibility_fractions,
+    visibility_layers,
+)
 
 #: Per-tile visibility layers (computed tile by tile, checkpointed).
 TILE_LAYERS = (
@@ -32,7 +39,19 @@ TILE_LAYERS = (
     "longest_night_h",
     "earth_visible_fraction",
     "longest_blackout_h",
+    "longest_sunlit_h",
+    "n_long_nights",
 )
+#: Layers that need the time series (the others come from the binned track on long spans).
+GAP_LAYERS = ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights")
+
+#: Nights at least this long are counted in ``n_long_nights`` (3 days: a typical battery sizing case).
+LONG_NIGHT_H = 72.0
+
+#: Gap layers use at most this many time steps per pixel; a longer span uses a coarser
+#: step for those layers (the fractions stay exact through the binned track, and the
+#: top sites get exact gaps from their full time series).
+MAX_GAP_STEPS = 8784
 
 #: Every layer written to ``layers/``: name -> (units, description).
 LAYER_INFO = {
@@ -43,11 +62,15 @@ LAYER_INFO = {
     "longest_night_h": ("h", "longest span with no part of the solar disc visible"),
     "earth_visible_fraction": ("1", "fraction of time the Earth's centre is above the horizon"),
     "longest_blackout_h": ("h", "longest span without the Earth above the horizon"),
+    "longest_sunlit_h": ("h", "longest span with some of the solar disc always visible"),
+    "n_long_nights": ("1", f"number of nights of at least {LONG_NIGHT_H:g} h"),
     "psr": ("1", "permanently shadowed during the period (1) or not (0)"),
     "psr_distance_m": ("m", "distance to the nearest permanently shadowed pixel"),
     "feasible": ("1", "all hard constraints of the profile met (1) or not (0)"),
     "score": ("1", "profile score in [0, 1]"),
 }
+#: Layers that exist once per observer height.
+HEIGHT_LAYERS = (*TILE_LAYERS, "psr", "psr_distance_m")
 
 #: Heatmaps drawn for every run: layer -> (title, colour map).
 HEATMAPS = {
@@ -62,17 +85,22 @@ HEATMAPS = {
 
 @dataclass
 class RunResult:
-    """What a pipeline run produced, in memory."""
+    """What a pipeline run produced, in memory.
+
+    ``layers`` are those of the first (scored) observer height;
+    ``height_layers`` maps every height to its own visibility layers.
+    """
 
     terrain: Terrain
     layers: dict[str, np.ndarray]
+    height_layers: dict[float, dict[str, np.ndarray]]
+    layer_methods: dict[str, str]
     sites: list[dict]
     profile: Profile
     track: Track
     site_series: list[dict]
     site_horizons: list[np.ndarray]
     timings_s: dict[str, float] = field(default_factory=dict)
-    psr_area_km2: float = 0.0
 
 
 def resolve_profile(spec) -> Profile:
@@ -80,6 +108,11 @@ def resolve_profile(spec) -> Profile:
     if isinstance(spec, dict):
         return profile_from_dict(spec, source="config [profile]")
     return load_profile(spec)
+
+
+def gap_decimation(n_steps: int) -> int:
+    """Factor by which the track is thinned for the gap layers (1 = exact)."""
+    return max(1, -(-n_steps // MAX_GAP_STEPS))
 
 
 def compute(
@@ -99,10 +132,13 @@ def compute(
     start, end, step_hours = resolve_period(config["time"])
     n_azimuths = int(config["horizon"]["azimuths"])
     max_distance_m = float(config["horizon"]["max_distance_km"]) * 1e3
-    observer_height_m = float(config["observer"]["height_m"])
+    heights_m = observer_heights_m(config)
 
     clock = time.perf_counter()
     track = body_track(start, end, step_hours)
+    decimation = gap_decimation(len(track))
+    gap_track = track.decimated(decimation)
+    binned = BinnedTrack(track, n_azimuths) if decimation > 1 else None
     timings["ephemeris"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -111,11 +147,18 @@ def compute(
 
     def compute_tile(tile):
         rows, cols = tile
-        horizon_deg = horizon_map(
-            terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field
-        )
-        layers = visibility_layers(terrain, horizon_deg, track, observer_height_m, rows=rows, cols=cols)
-        return {name: layers[name] for name in TILE_LAYERS}
+        result = {}
+        for i, height_m in enumerate(heights_m):
+            horizon_deg = horizon_map(
+                terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field
+            )
+            layers = visibility_layers(terrain, horizon_deg, gap_track, height_m, rows=rows, cols=cols,
+                                       long_night_h=LONG_NIGHT_H)
+            if binned is not None:
+                layers.update(visibility_fractions(terrain, horizon_deg, binned, height_m, rows=rows, cols=cols))
+            for name in TILE_LAYERS:
+                result[f"{name}@{i}"] = layers[name]
+        return result
 
     tiles = tile_slices(terrain.shape, int(config["run"]["tile_px"]))
     key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance)
@@ -125,14 +168,18 @@ def compute(
         results = run_tiles(compute_tile, tiles, store, resume=resume, progress=lambda _: bar.advance(), client=client)
     timings["horizon_visibility"] = time.perf_counter() - clock
 
-    layers = {"slope_deg": slope_deg, "roughness_m": roughness_m}
-    for name in TILE_LAYERS:
-        full = np.full(terrain.shape, np.nan, dtype=np.float32)
-        for (rows, cols), result in zip(tiles, results):
-            full[rows, cols] = result[name]
-        layers[name] = full
-    layers.update(psr_layers(layers["sun_lit_fraction"], terrain.grid))
+    height_layers = {}
+    for i, height_m in enumerate(heights_m):
+        layers = {}
+        for name in TILE_LAYERS:
+            full = np.full(terrain.shape, np.nan, dtype=np.float32)
+            for (rows, cols), result in zip(tiles, results):
+                full[rows, cols] = result[f"{name}@{i}"]
+            layers[name] = full
+        layers.update(psr_layers(layers["sun_lit_fraction"], terrain.grid))
+        height_layers[height_m] = layers
 
+    layers = {"slope_deg": slope_deg, "roughness_m": roughness_m, **height_layers[heights_m[0]]}
     clock = time.perf_counter()
     feasible, score, _ = score_layers(layers, profile)
     layers["feasible"] = feasible
@@ -145,28 +192,70 @@ def compute(
     for site in sites:
         rows, cols = slice(site["row"], site["row"] + 1), slice(site["col"], site["col"] + 1)
         horizon_deg = horizon_map(
-            terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols,
+            terrain, n_azimuths, heights_m[0], max_distance_m, rows=rows, cols=cols,
             method="raymarch", far_field=far_field,
         )[0, 0]
         series = point_series(
             site["lat"], site["lon"], float(terrain.height_m[site["row"], site["col"]]),
-            observer_height_m, horizon_deg, track,
+            heights_m[0], horizon_deg, track,
         )
+        if decimation > 1:
+            # The map's gap layers are coarse on long spans; the sites get the exact values.
+            for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h"):
+                site[name] = series[name]
         site_horizons.append(horizon_deg)
         site_series.append(series)
     timings["sites"] = time.perf_counter() - clock
 
+    exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
+    coarse = (f"coarse pass: every {decimation}th step ({len(gap_track)} steps of {gap_track.step_hours:g} h); "
+              "exact per time step at the ranked sites in sites.csv")
+    binned_note = f"binned by Sun/Earth longitude over all {len(track)} steps (error < 0.5 percentage points)"
+    methods = {name: exact for name in TILE_LAYERS}
+    if decimation > 1:
+        methods.update({name: coarse for name in GAP_LAYERS})
+        methods.update({name: binned_note for name in ("sun_lit_fraction", "sun_disc_fraction",
+                                                       "earth_visible_fraction")})
+    methods["psr"] = methods["psr_distance_m"] = methods["sun_lit_fraction"]
+
     return RunResult(
         terrain=terrain,
         layers=layers,
+        height_layers=height_layers,
+        layer_methods=methods,
         sites=sites,
         profile=profile,
         track=track,
         site_series=site_series,
         site_horizons=site_horizons,
         timings_s=timings,
-        psr_area_km2=float(psr_area_km2(layers["psr"], terrain.grid)),
     )
+
+
+def height_dir_name(height_m: float) -> str:
+    """Folder of one observer height's layers, e.g. ``h2m``, ``h10m``, ``h2.5m``."""
+    return f"h{height_m:g}m"
+
+
+def height_comparison(result: RunResult) -> list[dict]:
+    """Per observer height: PSR area, mean sunlit fraction, and each ranked site's figures."""
+    rows = []
+    area_m2 = result.terrain.grid.pixel_area_m2()
+    for height_m, layers in result.height_layers.items():
+        valid = np.isfinite(layers["sun_lit_fraction"])
+        row = {
+            "observer_height_m": height_m,
+            "psr_area_km2": float(psr_area_km2(layers["psr"], result.terrain.grid)),
+            "map_mean_sun_lit_fraction": float(np.average(layers["sun_lit_fraction"][valid], weights=area_m2[valid]))
+            if valid.any() else float("nan"),
+            "sites": [
+                {name: float(layers[name][site["row"], site["col"]])
+                 for name in ("sun_lit_fraction", "longest_night_h", "earth_visible_fraction")}
+                for site in result.sites
+            ],
+        }
+        rows.append(row)
+    return rows
 
 
 def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: list, quiet: bool = False,
@@ -181,30 +270,36 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
     clock = time.perf_counter()
     layer_dir = out_dir / "layers"
     layer_dir.mkdir(parents=True, exist_ok=True)
-    with Progress(len(LAYER_INFO) + len(HEATMAPS) + len(result.sites), "writing outputs", unit="file",
+    several_heights = len(result.height_layers) > 1
+    layer_jobs = [(layer_dir / f"{name}.tif", name, result.layers[name]) for name in LAYER_INFO]
+    if several_heights:
+        for height_m, layers in result.height_layers.items():
+            folder = layer_dir / height_dir_name(height_m)
+            folder.mkdir(exist_ok=True)
+            layer_jobs += [(folder / f"{name}.tif", name, layers[name]) for name in HEIGHT_LAYERS]
+    with Progress(len(layer_jobs) + len(HEATMAPS) + len(result.sites), "writing outputs", unit="file",
                   quiet=quiet) as bar:
-        for name, (units, description) in LAYER_INFO.items():
-            path = layer_dir / f"{name}.tif"
-            outputs.write_layer(path, result.layers[name], grid, units=units, description=description)
+        for path, name, array in layer_jobs:
+            units, description = LAYER_INFO[name]
+            tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
+            outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
             written.append(path)
             bar.advance()
-        written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites) or out_dir / "sites.csv")
-        written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites) or out_dir / "sites.geojson")
+        written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))
+        written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites))
 
         plot_dir = out_dir / "plots"
         plot_dir.mkdir(exist_ok=True)
         figures = []
         for name, (title, cmap) in HEATMAPS.items():
             path = plot_dir / f"{name}.png"
-            units = LAYER_INFO[name][0]
-            plots.heatmap(path, result.layers[name], grid, title=title, units=units, cmap=cmap,
+            plots.heatmap(path, result.layers[name], grid, title=title, units=LAYER_INFO[name][0], cmap=cmap,
                           sites=result.sites, hillshade=result.terrain.height_m)
             figures.append((title, f"plots/{name}.png"))
             written.append(path)
             bar.advance()
-        bearings = bearings_deg(len(result.site_horizons[0])) if result.site_horizons else None
         for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
-            azimuth_deg = bearing_to_local_azimuth_deg(bearings, site["lon"])
+            azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(len(horizon_deg)), site["lon"])
             order = np.argsort(azimuth_deg)
             path = plot_dir / f"horizon_site{site['rank']:02d}.png"
             plots.horizon_mask(
@@ -218,20 +313,27 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             written.append(path)
             bar.advance()
     start, end, step_hours = resolve_period(config["time"])
+    heights_m = list(result.height_layers)
     run_info = {
         "dem": result.terrain.provenance,
         "region": config.get("region"),
-        "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track.times_utc)},
-        "observer_height_m": config["observer"]["height_m"],
+        "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track)},
+        "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
         "azimuths": config["horizon"]["azimuths"],
         "max_distance_km": config["horizon"]["max_distance_km"],
         "profile": result.profile.name,
         "grid": {"shape": list(grid.shape), "resolution_m": grid.resolution_m},
+        "layer_methods": {
+            method: ", ".join(name for name in result.layer_methods if result.layer_methods[name] == method)
+            for method in dict.fromkeys(result.layer_methods.values())
+        },
         "sitesel": __version__,
     }
-    summary = {"psr_area_km2": result.psr_area_km2}
+    comparison = height_comparison(result)
+    summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
     report_path = out_dir / "report.md"
-    report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary)
+    report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary,
+                        height_comparison=comparison if several_heights else None)
     written.append(report_path)
     timings = dict(result.timings_s)
     timings["outputs"] = time.perf_counter() - clock

@@ -30,6 +30,7 @@ RUN_LABELS = {
     "max_distance_km": "Horizon search distance (km)",
     "profile": "Mission profile",
     "grid": "Grid",
+    "layer_methods": "How the layers were computed",
     "sitesel": "sitesel version",
 }
 
@@ -155,6 +156,34 @@ def _summary_section(layers_summary: dict) -> list[str]:
     return lines + [""]
 
 
+def _heights_section(comparison) -> list[str]:
+    if not comparison:
+        return []
+    lines = [
+        "## Observer heights compared",
+        "",
+        "The top sites and the score use the first height; `layers/h<H>m/` holds every height's layers.",
+        "",
+    ]
+    headers = ["observer height (m)", "PSR area (km^2)", "map mean Sun (% of time)"]
+    rows = [[f"{c['observer_height_m']:g}", f"{c['psr_area_km2']:.2f}", f"{100 * c['map_mean_sun_lit_fraction']:.1f}"]
+            for c in comparison]
+    lines += _table(headers, rows) + [""]
+    n_sites = len(comparison[0]["sites"])
+    if n_sites:
+        headers = ["rank"] + [f"Sun / night (h) / Earth at {c['observer_height_m']:g} m" for c in comparison]
+        rows = []
+        for i in range(n_sites):
+            cells = [str(i + 1)]
+            for c in comparison:
+                site = c["sites"][i]
+                cells.append(f"{100 * site['sun_lit_fraction']:.1f}% / {site['longest_night_h']:.0f} / "
+                             f"{100 * site['earth_visible_fraction']:.1f}%")
+            rows.append(cells)
+        lines += _table(headers, rows) + [""]
+    return lines
+
+
 def _figures_section(figures) -> list[str]:
     if not figures:
         return []
@@ -164,18 +193,20 @@ def _figures_section(figures) -> list[str]:
     return lines
 
 
-def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict) -> str:
+def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict, height_comparison=None) -> str:
     """The Markdown text of the report (see :func:`write_report`)."""
     lines = ["# sitesel report", ""]
     lines += _run_section(run)
     lines += _sites_section(sites)
     lines += _terms_section(sites)
     lines += _summary_section(layers_summary)
+    lines += _heights_section(height_comparison)
     lines += _figures_section(figures)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str, str]], layers_summary: dict):
+def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str, str]], layers_summary: dict,
+                 height_comparison: list[dict] | None = None):
     """Atomically write ``report.md``.
 
     Parameters
@@ -190,8 +221,11 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
     figures : list of (title, path relative to the report)
     layers_summary : dict
         Whole-map figures, e.g. ``psr_area_km2``.
+    height_comparison : list of dict, optional
+        One entry per observer height (see :func:`sitesel.pipeline.height_comparison`).
     """
-    return write_text(path, report_text(run=run, sites=sites, figures=figures, layers_summary=layers_summary))
+    return write_text(path, report_text(run=run, sites=sites, figures=figures, layers_summary=layers_summary,
+                                        height_comparison=height_comparison))
 
 
 # --------------------------------------------------------------------------- manifest

@@ -8,7 +8,7 @@ from .config import resolve_period
 from .ephemeris import body_track
 from .errors import SiteselError
 from .horizon import bearings_deg, horizon_map
-from .surface import slope_roughness
+from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
 from .terrain.io import Region, read_terrain
 
@@ -43,7 +43,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     horizon_deg = horizon_map(terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols,
                               method="raymarch")[0, 0]
     # Slope needs only the footprint: a small window around the pixel.
-    pad = 8
+    pad = footprint_size_px(terrain.resolution_m, baseline_m) // 2 + 1
     window = terrain.window(slice(max(row - pad, 0), row + pad + 1), slice(max(col - pad, 0), col + pad + 1))
     slope_deg, _ = slope_roughness(window, baseline_m=baseline_m)
     slope_here = float(slope_deg[row - max(row - pad, 0), col - max(col - pad, 0)])

@@ -1,0 +1,126 @@
+"""Horizon elevation angles per pixel and azimuth (DESIGN.md sections 2 and 7).
+
+The horizon of an observer standing ``observer_height_m`` above a pixel, in the
+direction of a grid bearing, is the largest elevation angle of the terrain seen
+along the straight map line leaving the pixel at that bearing. Elevation is
+measured from the observer's local horizontal plane (perpendicular to its radius
+vector) on the sphere of radius ``MOON_RADIUS_M``; a target at central angle
+``theta`` and radius ``R + ht`` seen from radius ``R + ho`` has elevation
+``atan2((R + ht) cos theta - (R + ho), (R + ht) sin theta)``. Map distances are
+converted to ground distances with the polar stereographic scale factor
+``k = 1 + rho^2 / (4 R^2)``, integrated along the line.
+
+Terrain beyond the supplied grids is unknown: every horizon starts at the
+bare-sphere dip of an observer standing at its own ground height,
+``-acos((R + hg) / (R + hg + h_obs))``. Nodata (NaN) pixels block nothing and
+are never observers (their horizon is NaN).
+
+Two methods share this geometry:
+
+* ``"raymarch"``: the reference. For each pixel and azimuth it marches the ray
+  at half-pixel steps with bilinear interpolation, up to ``max_distance_m``.
+  Cost O(N K L).
+* ``"sweep"``: the fast method (Dozier & Frew 1990; Barrett 2011). For each
+  azimuth the DEM is walked along parallel lines one pixel apart, sampled once per
+  pixel column (or row) by linear interpolation across the line; each line keeps
+  the convex hull of the terrain it has passed, in exact 2-D Cartesian
+  coordinates of the great-circle section (so curvature is exact, not the
+  parabolic approximation), and each observer finds its horizon by a binary
+  search for the tangent point on that hull. A pixel lies between two lines;
+  its horizon is the interpolation of tan(elevation) from both, weighted by
+  the lateral distance, which is exact for planar terrain at every azimuth.
+  Cost O(N K log H) for hull size H, whatever the search distance; it searches
+  all of the supplied terrain. A coarse ``far_field`` grid is swept the same way
+  with the same observers, using only far-field samples outside the footprint
+  of the fine terrain.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import SiteselError
+from ..terrain.grid import Grid
+from ..terrain.model import Terrain
+from ._common import bearings_deg
+from .raymarch import raymarch_with_distance
+from .sweep import NEAR_RAY_PX, sweep_horizon
+
+__all__ = ["bearings_deg", "horizon_map", "coarsen", "raymarch_with_distance", "NEAR_RAY_PX"]
+
+
+def coarsen(terrain: Terrain, factor: int) -> Terrain:
+    """Block-mean copy of ``terrain`` with pixels ``factor`` times larger (far-field occluder).
+
+    NaN pixels are ignored in each block; a block with no valid pixel is NaN.
+    Rows/columns that do not fill a whole block are dropped.
+    """
+    f = int(factor)
+    if f < 1:
+        raise SiteselError(f"the coarsening factor must be a positive integer, got {factor}")
+    h = terrain.height_m
+    nr, nc = h.shape[0] // f, h.shape[1] // f
+    if nr < 2 or nc < 2:
+        raise SiteselError(f"terrain of shape {h.shape} is too small to coarsen by {f}")
+    blocks = h[: nr * f, : nc * f].reshape(nr, f, nc, f).astype(np.float64)
+    valid = np.isfinite(blocks)
+    count = valid.sum(axis=(1, 3))
+    total = np.where(valid, blocks, 0.0).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    g = terrain.grid
+    grid = Grid(g.x0_m, g.y0_m, g.resolution_m * f, (nr, nc))
+    prov = dict(terrain.provenance)
+    prov["coarsened_by"] = f
+    return Terrain(mean.astype(np.float32), grid, prov)
+
+
+def horizon_map(
+    terrain: Terrain,
+    n_azimuths: int = 180,
+    observer_height_m: float = 2.0,
+    max_distance_m: float = 150e3,
+    rows: slice | None = None,
+    cols: slice | None = None,
+    method: str = "sweep",
+    far_field: Terrain | None = None,
+    progress=None,
+) -> np.ndarray:
+    """Horizon elevation angles (degrees) for the observers in a window.
+
+    Parameters
+    ----------
+    terrain : Terrain
+        The occluder: all of it is searched (the window only selects observers).
+    n_azimuths : int
+        K; azimuths are the grid bearings ``bearings_deg(K)`` (clockwise from +y).
+    observer_height_m : float
+        Observer height above its pixel's surface, metres.
+    max_distance_m : float
+        Search distance of the ray-march, metres. The sweep searches all of the
+        supplied terrain and far field, whatever this value.
+    rows, cols : slice, optional
+        Window of observer pixels (default: the whole grid).
+    method : {"sweep", "raymarch"}
+    far_field : Terrain, optional
+        Coarse terrain on the same projection used where ``terrain`` has no
+        pixels (see :func:`coarsen`).
+    progress : callable, optional
+        ``progress(n_done, n_total)``, called per azimuth (sweep) or row block
+        (ray-march).
+
+    Returns
+    -------
+    ndarray float32, shape (rows, cols, K)
+        Elevation of the horizon in degrees; NaN at nodata observers.
+    """
+    if observer_height_m < 0:
+        raise SiteselError(f"observer height must be >= 0 m, got {observer_height_m}")
+    if method == "sweep":
+        return sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress)
+    if method == "raymarch":
+        deg, _ = raymarch_with_distance(
+            terrain, n_azimuths, observer_height_m, max_distance_m, rows, cols, far_field, progress
+        )
+        return deg.astype(np.float32)
+    raise SiteselError(f'unknown horizon method "{method}"; use "sweep" or "raymarch"')

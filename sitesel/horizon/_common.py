@@ -1,0 +1,69 @@
+"""Shared constants and small numba helpers of the horizon kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..constants import MOON_RADIUS_M
+from ..errors import SiteselError
+
+_R = MOON_RADIUS_M
+_INV_4R2 = 1.0 / (4.0 * MOON_RADIUS_M * MOON_RADIUS_M)
+
+
+def bearings_deg(n_azimuths: int) -> np.ndarray:
+    """Grid bearings (degrees clockwise from grid north, +y) of the horizon azimuths."""
+    n = int(n_azimuths)
+    if n < 1:
+        raise SiteselError(f"the number of horizon azimuths must be at least 1, got {n}")
+    return np.arange(n) * 360.0 / n
+
+
+@njit(cache=True, inline="always")
+def inv_k(x, y):
+    """1 / polar stereographic scale factor at map point (x, y)."""
+    return 1.0 / (1.0 + (x * x + y * y) * _INV_4R2)
+
+
+@njit(cache=True, inline="always")
+def bilinear(z, r, c):
+    """Bilinear height at fractional (row, col); NaN outside or if a weighted corner is NaN."""
+    nr, nc = z.shape
+    if r < 0.0 or c < 0.0 or r > nr - 1 or c > nc - 1:
+        return np.nan
+    r0 = min(int(r), nr - 2) if nr > 1 else 0
+    c0 = min(int(c), nc - 2) if nc > 1 else 0
+    fr = r - r0
+    fc = c - c0
+    acc = 0.0
+    if (1.0 - fr) * (1.0 - fc) > 0.0:
+        acc += (1.0 - fr) * (1.0 - fc) * z[r0, c0]
+    if (1.0 - fr) * fc > 0.0:
+        acc += (1.0 - fr) * fc * z[r0, c0 + 1]
+    if fr * (1.0 - fc) > 0.0:
+        acc += fr * (1.0 - fc) * z[r0 + 1, c0]
+    if fr * fc > 0.0:
+        acc += fr * fc * z[r0 + 1, c0 + 1]
+    return acc
+
+
+
+def window_slices(shape, rows, cols):
+    rows = rows if rows is not None else slice(None)
+    cols = cols if cols is not None else slice(None)
+    r0, r1, rs = rows.indices(shape[0])
+    c0, c1, cs = cols.indices(shape[1])
+    if rs != 1 or cs != 1:
+        raise SiteselError("horizon windows must be contiguous row/column slices (step 1)")
+    if r1 <= r0 or c1 <= c0:
+        raise SiteselError(f"empty horizon window rows={rows} cols={cols} for a grid of shape {shape}")
+    return r0, r1, c0, c1
+
+
+def far_arrays(far_field):
+    if far_field is None:
+        return np.full((2, 2), np.nan, np.float64), 0.0, 0.0, 1.0, False
+    g = far_field.grid
+    return np.ascontiguousarray(far_field.height_m, dtype=np.float64), g.x0_m, g.y0_m, g.resolution_m, True
+

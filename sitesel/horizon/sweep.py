@@ -1,0 +1,440 @@
+"""Fast horizon: rotate-and-sweep with a convex hull per line (Dozier & Frew 1990; Barrett 2011).
+
+The near field within ``NEAR_RAY_PX`` pixels of each observer is searched by the
+exact ray (as the reference does), everything farther by the sweep lines, and a
+coarse far field by the same sweep outside the fine terrain's footprint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._common import _R, bearings_deg, inv_k, window_slices
+
+#: Radius (pixels) around each observer searched by the exact ray (half-pixel
+#: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
+#: least accurate close to the observer.
+NEAR_RAY_PX = 8.0
+
+_STAGE = 16
+
+
+# --------------------------------------------------------------------------- sweep
+#
+# Frame of one azimuth: the occluder array ``a`` is indexed (q, p) where p is the
+# primary axis (the pixel axis most aligned with the look direction) and q the
+# other one; the caller transposes the DEM when rows are primary. Line i is the
+# set of points q = i + g p; lines are one pixel apart in q. Along a line the
+# look direction moves p by ``sp`` (+1 or -1) per step of ``step_len`` map metres;
+# t = sp * p is the step index in the look direction.
+#
+# Each line is walked from its far end backwards. A sample at ground distance
+# psi behind the far end lies at central angle theta = -psi / R in the line's
+# great-circle section, at Cartesian (X, Y) = (R + z)(sin theta, cos theta): the
+# look direction is +X, up is +Y near the far end. Lines of sight are straight
+# in this section, so the horizon is the tangent from the observer to the convex
+# hull of the samples ahead: exact on the sphere for any distance.
+
+
+@njit(cache=True, inline="always")
+def _cross(ax, ay, bx, by):
+    return ax * by - ay * bx
+
+
+@njit(cache=True, inline="always")
+def _hull_push(hx, hy, n, x, y):
+    """Push (x, y) on the upper hull stack; pop vertices it hides from everything behind it."""
+    while n >= 2 and _cross(hx[n - 1] - x, hy[n - 1] - y, hx[n - 2] - x, hy[n - 2] - y) >= 0.0:
+        n -= 1
+    hx[n] = x
+    hy[n] = y
+    return n + 1
+
+
+@njit(cache=True, inline="always")
+def _higher_beyond(hx, hy, j, xo, yo):
+    """True if hull vertex j - 1 (farther) appears higher than vertex j from (xo, yo)."""
+    return _cross(hx[j] - xo, hy[j] - yo, hx[j - 1] - xo, hy[j - 1] - yo) > 0.0
+
+
+@njit(cache=True, inline="always")
+def _hull_tangent(hx, hy, n, xo, yo, guess):
+    """Index of the hull vertex of largest elevation seen from (xo, yo).
+
+    Along the stack from the nearest vertex (n - 1) to the farthest (0) the
+    elevation rises then falls, so "vertex j - 1 is higher than j" holds exactly
+    for j above the peak. The search gallops out from ``guess`` (the previous
+    answer on this line: neighbouring observers usually share their horizon
+    point, and stack indices of surviving vertices do not change), then bisects.
+    """
+    g = min(max(guess, 0), n - 1)
+    # find the smallest j in [1, n] with _higher_beyond(j) true (n: none)
+    if g >= 1 and _higher_beyond(hx, hy, g, xo, yo):
+        hi = g
+        step = 1
+        lo = g - 1
+        while lo >= 1 and _higher_beyond(hx, hy, lo, xo, yo):
+            hi = lo
+            step *= 2
+            lo = hi - step
+        lo = max(lo, 0)
+    else:
+        lo = g
+        step = 1
+        hi = g + 1
+        while hi < n and not _higher_beyond(hx, hy, hi, xo, yo):
+            lo = hi
+            step *= 2
+            hi = lo + step
+        hi = min(hi, n)
+    # invariant: predicate false at lo (or lo == 0), true at hi (or hi == n)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _higher_beyond(hx, hy, mid, xo, yo):
+            hi = mid
+        else:
+            lo = mid
+    return hi - 1
+
+
+@njit(cache=True, parallel=True)
+def _sweep_kernel(
+    a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, along_per_q, lag_t,
+    h_abs, tan_dip, grad_q, aq, ap, s, acc, i_lo, i_hi,
+):
+    """Accumulate w * tan(horizon elevation) of every window observer from every line.
+
+    ``a`` (nq, np) occluder heights (NaN = nodata); map position of a[q, p] is
+    (mx0 + mxp p + mxq q, my0 + myp p + myq q). Samples inside the map rectangle
+    ``foot`` (xmin, xmax, ymin, ymax) are ignored. Observer (wq, wp) of the window
+    sits at occluder coordinates (aq + s wq, ap + s wp) at height ``h_abs`` above the
+    sphere (NaN: not an observer). A sample joins an observer's hull only if it is
+    more than ``lag_t`` steps ahead of the observer's column.
+    On a line at lateral offset dq (pixels) the observer stands at
+    ``h_abs + dq * grad_q``, so that planar terrain gives every line the same
+    profile relative to the observer and the two lines' biases cancel.
+    """
+    nq, npp = a.shape
+    nwq, nwp = h_abs.shape
+    ap_far = ap + s * (nwp - 1)
+    to_lo = min(sp * ap, sp * ap_far)
+    to_hi = max(sp * ap, sp * ap_far)
+    # Lines i and i + 2 share no observer, so each pass is free of races. Passes
+    # go by absolute parity of i so that an observer always adds its two lines in
+    # the same order (floating-point sums, possibly fused, then match across tiles).
+    for parity in range(2):
+        first = i_lo + ((parity - i_lo) % 2)
+        for m in prange(max(0, (i_hi - first) // 2 + 1)):
+            i = first + 2 * m
+            # Walk from where the line leaves the occluder grown by one pixel in q (every
+            # near-field observer's lines lie inside it), so a line's samples do not
+            # depend on the observer window: tiles give identical results.
+            pl = 0.0
+            ph = npp - 1.0
+            if g == 0.0:
+                if i < -1 or i > nq:
+                    pl = 1.0
+                    ph = 0.0
+            else:
+                e0 = (-1.0 - i) / g
+                e1 = (nq - i) / g
+                pl = max(pl, min(e0, e1))
+                ph = min(ph, max(e0, e1))
+            if pl <= ph:
+                # observers beyond the far end (only possible for a far field that does
+                # not cover the window) are handled at the first step, with an empty hull
+                t_start = math.floor(max(sp * pl, sp * ph))
+            else:
+                t_start = math.ceil(to_hi)
+            t_end = min(math.floor(to_lo), t_start)
+            length = t_start - t_end + 1
+            sx = np.empty(length)
+            sy = np.empty(length)
+            st = np.empty(length)
+            sv = np.zeros(length, np.bool_)
+            hx = np.empty(length)
+            hy = np.empty(length)
+            n_hull = 0
+            v = 0
+            n_s = 0
+            ins = 0
+            s_th = 0.0
+            c_th = 1.0
+            ik_prev = 0.0
+            # observer columns in decreasing t
+            if sp > 0:
+                wp = nwp - 1
+                dwp = -1
+            else:
+                wp = 0
+                dwp = 1
+            for t in range(t_start, t_end - 1, -1):
+                p = sp * t
+                q = i + g * p
+                x = mx0 + mxp * p + mxq * q
+                y = my0 + myp * p + myq * q
+                ik = inv_k(x, y)
+                if n_s > 0:
+                    dth = step_len * 0.5 * (ik_prev + ik) / _R
+                    # rotate by -dth (small angle; Taylor terms well below float64 precision)
+                    sd = dth - dth * dth * dth / 6.0
+                    cd = 1.0 - 0.5 * dth * dth
+                    s_new = s_th * cd - c_th * sd
+                    c_th = c_th * cd + s_th * sd
+                    s_th = s_new
+                ik_prev = ik
+                z = np.nan
+                if p >= 0 and p <= npp - 1 and q >= 0.0 and q <= nq - 1.0:
+                    q0 = int(q)
+                    fq = q - q0
+                    if fq > 0.0:
+                        z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
+                    else:
+                        z = a[q0, p]
+                    if foot[0] < x < foot[1] and foot[2] < y < foot[3]:
+                        z = np.nan
+                rz = _R + z
+                sx[n_s] = rz * s_th
+                sy[n_s] = rz * c_th
+                st[n_s] = t
+                sv[n_s] = np.isfinite(z)
+                n_s += 1
+                # observers whose foot falls at or after this sample
+                while 0 <= wp < nwp and sp * (ap + s * wp) >= t:
+                    po = ap + s * wp
+                    t_obs = sp * po
+                    qi = i + g * po
+                    wq_lo = max(0, int(math.floor((qi - 1.0 - aq) / s)))
+                    wq_hi = min(nwq - 1, int(math.ceil((qi + 1.0 - aq) / s)))
+                    for wq in range(wq_lo, wq_hi + 1):
+                        dq = aq + s * wq - qi
+                        w = 1.0 - abs(dq)
+                        if w <= 0.0:
+                            continue
+                        hab = h_abs[wq, wp] - dq * grad_q[wq, wp]
+                        if not np.isfinite(hab):
+                            continue
+                        t_foot = t_obs + dq * along_per_q / step_len
+                        # gate by the column, not the foot, so that which observers share
+                        # the column (the window) cannot change a result
+                        while ins < n_s and st[ins] > t_obs + lag_t:
+                            if sv[ins]:
+                                n_hull = _hull_push(hx, hy, n_hull, sx[ins], sy[ins])
+                            ins += 1
+                        tv = tan_dip[wq, wp]
+                        if n_hull > 0:
+                            dlt = (t_foot - t) * step_len * ik / _R
+                            so = s_th + c_th * dlt
+                            co = c_th - s_th * dlt
+                            ro = _R + hab
+                            xo = ro * so
+                            yo = ro * co
+                            v = _hull_tangent(hx, hy, n_hull, xo, yo, v)
+                            ddx = hx[v] - xo
+                            ddy = hy[v] - yo
+                            fwd = ddx * co - ddy * so
+                            up = ddx * so + ddy * co
+                            if fwd > 0.0:
+                                tv = max(tv, up / fwd)
+                        acc[wq, wp] += w * tv
+                    wp += dwp
+
+
+def _sweep_frames(terrain_grid, shape, r0, r1, c0, c1, occ_grid, occ_shape, bearing_rad):
+    """Kernel geometry for one azimuth: occluder layout, affine maps and observer mapping."""
+    dx, dy = math.sin(bearing_rad), math.cos(bearing_rad)
+    res = occ_grid.resolution_m
+    s = terrain_grid.resolution_m / res
+    # fractional occluder (row, col) of observer pixel (r0, c0) of the fine grid
+    a_row = (occ_grid.y0_m - terrain_grid.y0_m) / res + (r0 + 0.5) * s - 0.5
+    a_col = (terrain_grid.x0_m - occ_grid.x0_m) / res + (c0 + 0.5) * s - 0.5
+    x00 = occ_grid.x0_m + 0.5 * res
+    y00 = occ_grid.y0_m - 0.5 * res
+    if abs(dx) >= abs(dy):  # columns primary: q = row, p = col
+        return dict(
+            transpose=False, mx0=x00, mxp=res, mxq=0.0, my0=y00, myp=0.0, myq=-res,
+            g=-dy / dx, sp=1 if dx > 0 else -1, step_len=res / abs(dx), along_per_q=-res * dy,
+            aq=a_row, ap=a_col, s=s,
+        )
+    return dict(
+        transpose=True, mx0=x00, mxp=0.0, mxq=res, my0=y00, myp=-res, myq=0.0,
+        g=dx / -dy, sp=1 if -dy > 0 else -1, step_len=res / abs(dy), along_per_q=res * dx,
+        aq=a_col, ap=a_row, s=s,
+    )
+
+
+@njit(cache=True, parallel=True)
+def _near_kernel(z, r0, c0, h_abs, k_scale, inv_k, ir, ic, fr, fc, s_map, out_tan):
+    """Largest tan(elevation) over the first samples of the exact ray from each pixel centre.
+
+    The samples (half a pixel apart, bilinear) sit at the same fractional offsets
+    (ir + fr, ic + fc) from every pixel, so their weights are shared and the inner
+    loop runs along a row without branches. Within a few pixels the parabolic
+    curvature term is exact to far below the output precision. NaN heights drop
+    out because comparisons with NaN are false.
+    """
+    nr, nc = z.shape
+    nwr, nwc = h_abs.shape
+    nj = ir.shape[0]
+    for wr in prange(nwr):
+        best = out_tan[wr]
+        best[:] = -np.inf
+        hab = h_abs[wr]
+        ks = k_scale[wr]
+        iks = inv_k[wr]
+        for j in range(nj):
+            r = r0 + wr + ir[j]
+            a = fr[j]
+            b = fc[j]
+            if r < 0 or r + (1 if a > 0.0 else 0) > nr - 1:
+                continue
+            r1 = r + 1 if a > 0.0 else r
+            lo = max(0, -(c0 + ic[j]))
+            hi = min(nwc, nc - (1 if b > 0.0 else 0) - (c0 + ic[j]))
+            w00 = (1.0 - a) * (1.0 - b)
+            w01 = (1.0 - a) * b
+            w10 = a * (1.0 - b)
+            w11 = a * b
+            inv_s = 1.0 / s_map[j]
+            curv = 0.5 * s_map[j] / _R
+            zr0 = z[r]
+            zr1 = z[r1]
+            cb = 1 if b > 0.0 else 0
+            for wc in range(lo, hi):
+                c = c0 + wc + ic[j]
+                h = w00 * zr0[c] + w01 * zr0[c + cb] + w10 * zr1[c] + w11 * zr1[c + cb]
+                tn = (h - hab[wc]) * ks[wc] * inv_s - curv * iks[wc]
+                best[wc] = tn if tn > best[wc] else best[wc]
+
+
+def _near_offsets(bearing_rad, near_px):
+    """Shared sample offsets of the exact near ray: integer parts, fractions, map distances."""
+    n = int(round(2 * near_px))
+    s_px = 0.5 * np.arange(1, n + 1)
+    dr = -s_px * math.cos(bearing_rad)
+    dc = s_px * math.sin(bearing_rad)
+    # snap round-off so axis-aligned rays use exact pixel centres
+    dr = np.where(np.abs(dr - np.round(dr)) < 1e-9, np.round(dr), dr)
+    dc = np.where(np.abs(dc - np.round(dc)) < 1e-9, np.round(dc), dc)
+    ir = np.floor(dr)
+    ic = np.floor(dc)
+    return ir.astype(np.int64), ic.astype(np.int64), dr - ir, dc - ic, s_px
+
+
+@njit(cache=True, parallel=True)
+def _store(acc, acc_far, near_tan, transpose, has_far, valid, stage):
+    """Combine near ray, sweep and far field into degrees in one contiguous staging plane."""
+    nr, nc = valid.shape
+    for r in prange(nr):
+        for c in range(nc):
+            if not valid[r, c]:
+                stage[r, c] = np.nan
+                continue
+            v = acc[c, r] if transpose else acc[r, c]
+            if has_far:
+                vf = acc_far[c, r] if transpose else acc_far[r, c]
+                v = max(v, vf)
+            v = max(v, near_tan[r, c])
+            stage[r, c] = math.degrees(math.atan(v))
+
+
+@njit(cache=True, parallel=True)
+def _flush(stage, n, out, k0):
+    """Copy n staged azimuth planes into out[:, :, k0:k0 + n] (writes contiguous per pixel)."""
+    _, nr, nc = stage.shape
+    for r in prange(nr):
+        for c in range(nc):
+            for j in range(n):
+                out[r, c, k0 + j] = stage[j, r, c]
+
+
+def _lateral_gradients(z):
+    """Central-difference height gradients per pixel along rows and columns (0 where undefined)."""
+    gr = np.zeros_like(z)
+    gc = np.zeros_like(z)
+    if z.shape[0] > 2:
+        gr[1:-1] = 0.5 * (z[2:] - z[:-2])
+    if z.shape[1] > 2:
+        gc[:, 1:-1] = 0.5 * (z[:, 2:] - z[:, :-2])
+    if z.shape[0] > 1:
+        gr[0] = z[1] - z[0]
+        gr[-1] = z[-1] - z[-2]
+    if z.shape[1] > 1:
+        gc[:, 0] = z[:, 1] - z[:, 0]
+        gc[:, -1] = z[:, -1] - z[:, -2]
+    gr[~np.isfinite(gr)] = 0.0
+    gc[~np.isfinite(gc)] = 0.0
+    return gr, gc
+
+
+def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress, near_px=NEAR_RAY_PX):
+    r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
+    grid = terrain.grid
+    z = np.ascontiguousarray(terrain.height_m, dtype=np.float64)
+    zt = np.ascontiguousarray(z.T)
+    hg = z[r0:r1, c0:c1]
+    h_abs = hg + float(observer_height_m)
+    cos_dip = (_R + hg) / (_R + h_abs)
+    with np.errstate(invalid="ignore"):
+        tan_dip = -np.sqrt(np.maximum(0.0, 1.0 - cos_dip * cos_dip)) / cos_dip
+    grad_row, grad_col = _lateral_gradients(z)
+    obs = {False: (np.ascontiguousarray(h_abs), np.ascontiguousarray(tan_dip))}
+    obs[True] = (np.ascontiguousarray(h_abs.T), np.ascontiguousarray(tan_dip.T))
+    grads = {False: np.ascontiguousarray(grad_row[r0:r1, c0:c1]),
+             True: np.ascontiguousarray(grad_col[r0:r1, c0:c1].T)}
+    zero_grads = {t: np.zeros_like(grads[t]) for t in (False, True)}
+    valid = np.isfinite(h_abs)
+    xw, yw = grid.xy(slice(r0, r1), slice(c0, c1))
+    k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
+    near_tan = np.full(h_abs.shape, -np.inf)
+    no_foot = np.array([1.0, -1.0, 1.0, -1.0])
+    occluders = [(grid, z, zt, no_foot, near_px * grid.resolution_m, grads)]
+    if far_field is not None:
+        fz = np.ascontiguousarray(far_field.height_m, dtype=np.float64)
+        res = grid.resolution_m
+        nr, nc = terrain.shape
+        foot = np.array([grid.x0_m + 0.5 * res, grid.x0_m + (nc - 0.5) * res,
+                         grid.y0_m - (nr - 0.5) * res, grid.y0_m - 0.5 * res])
+        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot, 0.0, zero_grads))
+    bearings = np.radians(bearings_deg(n_azimuths))
+    out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)
+    accs = [{t: np.zeros(obs[t][0].shape) for t in (False, True)} for _ in occluders]
+    # azimuth planes are staged and copied out a few at a time: writing out[:, :, k] for one
+    # k at a time touches a new cache line per pixel
+    stage = np.empty((min(_STAGE, len(bearings)),) + h_abs.shape, np.float32)
+    for k, b in enumerate(bearings):
+        results = []
+        for (ogrid, oz, ozt, foot, lag_m, grad), acc_pair in zip(occluders, accs):
+            f = _sweep_frames(grid, terrain.shape, r0, r1, c0, c1, ogrid, oz.shape, b)
+            lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
+            tr = f["transpose"]
+            a = ozt if tr else oz
+            h_o, td = obs[tr]
+            acc = acc_pair[tr]
+            acc[:] = 0.0
+            nwq, nwp = h_o.shape
+            corners = [(f["aq"] + f["s"] * wq) - f["g"] * (f["ap"] + f["s"] * wp)
+                       for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
+            i_lo = int(math.floor(min(corners)))
+            i_hi = int(math.floor(max(corners))) + 1
+            _sweep_kernel(
+                a, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
+                f["step_len"], f["along_per_q"], lag_t, h_o, td, grad[tr], f["aq"], f["ap"], f["s"], acc, i_lo, i_hi,
+            )
+            results.append((acc, tr))
+        if near_px > 0:
+            ir, ic, fr, fc, s_px = _near_offsets(b, near_px)
+            _near_kernel(z, r0, c0, h_abs, k_scale, 1.0 / k_scale, ir, ic, fr, fc, s_px * grid.resolution_m, near_tan)
+        acc_n, tr = results[0]
+        acc_f = results[1][0] if len(results) > 1 else acc_n
+        j = k % len(stage)
+        _store(acc_n, acc_f, near_tan, tr, len(results) > 1, valid, stage[j])
+        if j == len(stage) - 1 or k == len(bearings) - 1:
+            _flush(stage, j + 1, out, k - j)
+        if progress is not None:
+            progress(k + 1, len(bearings))
+    return out
+

@@ -1,0 +1,62 @@
+"""The pipeline's own logic: observer-height lists and the long-span (coarse gap) mode."""
+
+import numpy as np
+import pytest
+
+from sitesel import pipeline
+from sitesel.config import validate_config
+from sitesel.terrain.synthetic import synthetic_south_pole
+
+
+@pytest.fixture(scope="module")
+def terrain():
+    return synthetic_south_pole(size=40, resolution_m=500.0, seed=2)
+
+
+def small_config(**time_table):
+    return validate_config(
+        {
+            "observer": {"height_m": [0.0, 10.0]},
+            "time": {"start": "2027-01-01", "step_hours": 24.0, **time_table},
+            "horizon": {"azimuths": 72},
+            "run": {"tile_px": 24},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def exact_run(terrain, tmp_path_factory):
+    return pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path_factory.mktemp("t"), quiet=True)
+
+
+def test_every_height_gets_its_layers_and_a_mast_sees_more_sun(exact_run):
+    assert list(exact_run.height_layers) == [0.0, 10.0]
+    low, high = exact_run.height_layers[0.0], exact_run.height_layers[10.0]
+    # The scored layers are the first height's.
+    np.testing.assert_array_equal(exact_run.layers["sun_lit_fraction"], low["sun_lit_fraction"])
+    valid = np.isfinite(low["sun_lit_fraction"])
+    # A 10 m mast lowers every horizon, so no pixel loses sunlight and PSRs shrink.
+    assert np.all(high["sun_lit_fraction"][valid] >= low["sun_lit_fraction"][valid] - 1e-6)
+    assert high["sun_lit_fraction"][valid].mean() > low["sun_lit_fraction"][valid].mean()
+    assert high["psr"].sum() <= low["psr"].sum()
+    comparison = pipeline.height_comparison(exact_run)
+    assert [c["observer_height_m"] for c in comparison] == [0.0, 10.0]
+    assert comparison[1]["psr_area_km2"] <= comparison[0]["psr_area_km2"]
+
+
+def test_long_span_uses_binned_fractions_and_coarse_gaps(terrain, exact_run, tmp_path, monkeypatch):
+    # Force the long-span path on a short run: the gap layers then use every 4th step.
+    monkeypatch.setattr(pipeline, "MAX_GAP_STEPS", 200)
+    coarse = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path, quiet=True)
+    assert "binned" in coarse.layer_methods["sun_lit_fraction"]
+    assert "coarse" in coarse.layer_methods["longest_night_h"]
+    for name in ("sun_lit_fraction", "earth_visible_fraction"):
+        diff = np.abs(coarse.layers[name] - exact_run.layers[name])
+        assert np.nanmax(diff) <= 0.005, name  # the binning bound: 0.5 percentage points
+    # Coarse nights can only be mis-measured by the coarse step on either end.
+    step_h = 24.0 * 4
+    diff = np.abs(coarse.layers["longest_night_h"] - exact_run.layers["longest_night_h"])
+    assert np.nanmax(diff) <= 2 * step_h
+    # The ranked sites carry exact gaps from their full time series.
+    for site, series in zip(coarse.sites, coarse.site_series):
+        assert site["longest_night_h"] == series["longest_night_h"]
