@@ -1,0 +1,183 @@
+"""The `sitesel` command: end to end on a reduced demo, and every input error path."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import from_origin
+
+from sitesel.cli import main
+from sitesel.terrain.io import write_terrain
+from sitesel.terrain.synthetic import synthetic_south_pole
+
+LAYERS = [
+    "slope_deg", "roughness_m", "sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction",
+    "longest_night_h", "longest_blackout_h", "psr", "psr_distance_m", "feasible", "score",
+]
+SMALL_DEMO = ["--size", "64", "--resolution-m", "400", "--step-hours", "12", "--quiet"]
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sitesel: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--out", str(out), *SMALL_DEMO])
+        raise SystemExit(0)
+    assert info.value.code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_dem(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dem") / "small.tif"
+    write_terrain(path, synthetic_south_pole(size=64, resolution_m=400.0, seed=3))
+    return path
+
+
+def test_demo_writes_every_design_output(demo_dir):
+    for name in LAYERS:
+        with rasterio.open(demo_dir / "layers" / f"{name}.tif") as ds:
+            assert ds.shape == (64, 64)
+            assert "stere" in ds.crs.to_proj4()
+    for name in ("sites.csv", "sites.geojson", "report.md", "manifest.json", "dem.tif"):
+        assert (demo_dir / name).stat().st_size > 0
+    assert (demo_dir / "plots" / "score.png").is_file()
+    assert list((demo_dir / "plots").glob("horizon_site*.png"))
+    sites = json.loads((demo_dir / "sites.geojson").read_text())
+    assert sites["type"] == "FeatureCollection" and sites["features"]
+    manifest = json.loads((demo_dir / "manifest.json").read_text())
+    assert manifest["inputs"] and "timings" in manifest and "versions" in manifest
+    report = (demo_dir / "report.md").read_text()
+    assert "plots/score.png" in report
+    # No temporary or partial files left behind.
+    leftovers = [p for p in demo_dir.rglob("*") if p.name.endswith((".tmp", ".part"))]
+    assert leftovers == []
+
+
+def test_demo_is_reproducible_and_resumes(demo_dir, tmp_path, capsys):
+    out = tmp_path / "again"
+    code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO], capsys)
+    assert code == 0, err
+    for path in sorted(demo_dir.rglob("*")):
+        if path.is_file() and path.name != "manifest.json" and ".tiles" not in path.parts:
+            twin = out / path.relative_to(demo_dir)
+            assert twin.read_bytes() == path.read_bytes(), path.name
+    # A rerun with --resume reuses the checkpointed tiles and gives the same layers.
+    code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO, "--resume"], capsys)
+    assert code == 0, err
+    assert (out / "layers" / "score.tif").read_bytes() == (demo_dir / "layers" / "score.tif").read_bytes()
+
+
+def test_site_json(small_dem, capsys):
+    code, out, err = run_cli(["site", "-89.9", "45", "--dem", small_dem, "--json", "--step-hours", "24",
+                              "--azimuths", "72"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    for key in ("lat", "lon", "x_m", "y_m", "height_m", "slope_deg", "azimuth_deg", "horizon_deg",
+                "sun_lit_fraction", "sun_disc_fraction", "longest_night_h", "earth_visible_fraction",
+                "longest_blackout_h", "observer_height_m", "start", "end", "step_hours"):
+        assert key in summary, key
+    assert len(summary["azimuth_deg"]) == len(summary["horizon_deg"]) == 72
+    assert 0.0 <= summary["sun_lit_fraction"] <= 1.0
+
+
+def test_site_plot(small_dem, tmp_path, capsys):
+    png = tmp_path / "mask.png"
+    code, _, err = run_cli(["site", "-89.8", "100", "--dem", small_dem, "--step-hours", "24", "--azimuths", "72",
+                            "--plot", png], capsys)
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_point_outside_dem(small_dem, capsys):
+    code, _, err = run_cli(["site", "-80", "0", "--dem", small_dem], capsys)
+    assert_one_line_error(code, err)
+
+
+def test_reversed_dates(small_dem, capsys):
+    code, _, err = run_cli(["site", "-89.9", "0", "--dem", small_dem, "--start", "2028-01-01",
+                            "--end", "2027-01-01"], capsys)
+    assert_one_line_error(code, err)
+
+
+def test_dates_outside_ephemeris(small_dem, capsys):
+    code, _, err = run_cli(["site", "-89.9", "0", "--dem", small_dem, "--start", "2060-01-01"], capsys)
+    assert_one_line_error(code, err, "2050")
+
+
+def test_wrong_crs(tmp_path, capsys):
+    path = tmp_path / "earth.tif"
+    with rasterio.open(path, "w", driver="GTiff", height=8, width=8, count=1, dtype="float32",
+                       crs=CRS.from_epsg(4326), transform=from_origin(0, 10, 1, 1)) as ds:
+        ds.write(np.zeros((1, 8, 8), dtype=np.float32))
+    code, _, err = run_cli(["info", path], capsys)
+    assert_one_line_error(code, err)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{path}"\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err)
+    assert not (tmp_path / "out" / "layers").exists()
+
+
+def test_config_unknown_key_and_wrong_type(small_dem, tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[horizon]\nazimuth = 90\n')
+    code, _, err = run_cli(["run", cfg, "--quiet"], capsys)
+    assert_one_line_error(code, err, "horizon.azimuth")
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = "hourly"\n')
+    code, _, err = run_cli(["run", cfg, "--quiet"], capsys)
+    assert_one_line_error(code, err, "time.step_hours")
+
+
+def test_unwritable_output_dir(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code, _, err = run_cli(["demo", "--out", blocker / "out", *SMALL_DEMO], capsys)
+    assert_one_line_error(code, err)
+
+
+def test_run_with_region_and_nan_holes(tmp_path, capsys):
+    terrain = synthetic_south_pole(size=64, resolution_m=400.0, seed=5)
+    terrain.height_m[20:26, 30:38] = np.nan
+    dem = tmp_path / "holes.tif"
+    write_terrain(dem, terrain)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[dem]\npath = "{dem.name}"\n[region]\ncentre_lat_deg = -90.0\ncentre_lon_deg = 0.0\nradius_km = 10\n'
+        '[time]\nstep_hours = 24\n[horizon]\nazimuths = 36\n'
+    )
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet"], capsys)
+    assert code == 0, err
+    with rasterio.open(out / "layers" / "sun_lit_fraction.tif") as ds:
+        lit = ds.read(1)
+    with rasterio.open(out / "layers" / "feasible.tif") as ds:
+        feasible = ds.read(1)
+    with rasterio.open(out / "layers" / "slope_deg.tif") as ds:
+        slope = ds.read(1)
+    holes = ~np.isfinite(slope)
+    assert holes.any()
+    # Holes are nodata and never feasible; pixels away from the holes keep finite values.
+    assert np.all(feasible[~np.isfinite(lit)] == 0)
+    assert np.isfinite(lit).mean() > 0.8
