@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -19,6 +20,10 @@ from .errors import SiteselError
 
 EXIT_INPUT_ERROR = 2
 
+#: The demo's far field: the whole 400 km synthetic world at 1 km/px.
+DEMO_FAR_FIELD_PX = 400
+DEMO_FAR_FIELD_RESOLUTION_M = 1000.0
+
 
 def _default_demo_config(step_hours: float, years: float | None) -> dict:
     from .config import validate_config
@@ -26,7 +31,7 @@ def _default_demo_config(step_hours: float, years: float | None) -> dict:
     time_table = {"step_hours": step_hours}
     if years is not None:
         time_table["years"] = years
-    return validate_config({"time": time_table, "run": {"tile_px": 128}}, source="demo")
+    return validate_config({"time": time_table}, source="demo")
 
 
 def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
@@ -85,8 +90,10 @@ def cli():
 def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     """Run the full pipeline on the built-in synthetic south pole.
 
-    The terrain (about SIZE x RESOLUTION metres square, centred on the pole)
-    is written to OUT/dem.tif so `sitesel site --dem OUT/dem.tif` can probe it.
+    The terrain (SIZE x RESOLUTION metres square, centred on the pole) is
+    written to OUT/dem.tif so `sitesel site --dem OUT/dem.tif` can probe it;
+    its distant horizon comes from the same synthetic world, 400 km wide at
+    1 km/px, so massifs 100+ km away (like Malapert) shade it.
     """
     from .outputs import check_writable
     from .terrain.io import write_terrain
@@ -94,10 +101,12 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 
     check_writable(out_dir)
     terrain = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed)
+    # The same synthetic world, 400 km wide at 1 km/px, gives the distant horizon (massifs 100+ km away).
+    far_field = synthetic_south_pole(size=DEMO_FAR_FIELD_PX, resolution_m=DEMO_FAR_FIELD_RESOLUTION_M, seed=seed)
     dem_path = out_dir / "dem.tif"
     write_terrain(dem_path, terrain)
     config = _default_demo_config(step_hours, years)
-    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet)
+    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet, far_field=far_field)
 
 
 @cli.command()
@@ -204,9 +213,13 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
         value = summary[key]
         click.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
     if summary.get("longest_nights"):
-        click.echo("Longest nights:")
+        click.echo("Longest nights (UTC):")
         for night in summary["longest_nights"]:
-            click.echo(f"  {night['start']} -> {night['end']}  {night['hours']:.1f} h")
+            click.echo(f"  {night['start']} -> {night['end']}  {night['hours']:8.1f} h")
+    if summary.get("monthly_sun_lit_fraction"):
+        click.echo("Month     Sun    Earth")
+        for month in summary["monthly_sun_lit_fraction"]:
+            click.echo(f"{month['month']}  {month['sun_lit_fraction']:6.1%} {month['earth_visible_fraction']:6.1%}")
 
 
 @cli.command()
@@ -256,8 +269,13 @@ def synth(out_path, size, resolution_m, seed):
     click.echo(str(out_path))
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"sitesel: warning: {message}", err=True)
+
+
 def main(argv=None):
     """Console entry point: turns input errors into one line and a non-zero exit."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="sitesel", standalone_mode=False)
     except click.exceptions.Abort:
