@@ -20,19 +20,26 @@ Two methods share this geometry:
 * ``"raymarch"``: the reference. For each pixel and azimuth it marches the ray
   at half-pixel steps with bilinear interpolation, up to ``max_distance_m``.
   Cost O(N K L).
-* ``"sweep"``: the fast method (Dozier & Frew 1990; Barrett 2011). For each
-  azimuth the DEM is walked along parallel lines one pixel apart, sampled once per
-  pixel column (or row) by linear interpolation across the line; each line keeps
-  the convex hull of the terrain it has passed, in exact 2-D Cartesian
-  coordinates of the great-circle section (so curvature is exact, not the
-  parabolic approximation), and each observer finds its horizon by a binary
-  search for the tangent point on that hull. A pixel lies between two lines;
-  its horizon is the interpolation of tan(elevation) from both, weighted by
-  the lateral distance, which is exact for planar terrain at every azimuth.
-  Cost O(N K log H) for hull size H, whatever the search distance; it searches
-  all of the supplied terrain. A coarse ``far_field`` grid is swept the same way
-  with the same observers, using only far-field samples outside the footprint
-  of the fine terrain.
+* ``"sweep"``: the fast method (Dozier & Frew 1990; Barrett 2011). Within
+  ``NEAR_RAY_PX`` pixels of each observer it uses the exact ray, as the reference
+  does. Beyond that, for each azimuth the DEM is walked along parallel lines one
+  pixel apart, sampled once per pixel column (or row) by linear interpolation
+  across the line; each line keeps the convex hull of the terrain it has passed,
+  in exact 2-D Cartesian coordinates of the great-circle section (curvature is
+  exact, not the parabolic approximation), and each observer finds its horizon
+  by a galloping search for the tangent point on that hull. A pixel lies between
+  two lines; its horizon is the interpolation of tan(elevation) from both,
+  weighted by lateral distance, with the observer shifted along the local
+  lateral slope, which is exact for planar terrain at every azimuth. Cost
+  O(N K (NEAR_RAY_PX + log H)) for hull size H, whatever the search distance; it
+  searches all of the supplied terrain. A coarse ``far_field`` grid is swept the
+  same way with the same observers, using only its samples outside the
+  footprint of the fine terrain. Results do not depend on the observer window
+  (tiles are bit-identical to one whole run).
+
+Large DEMs: call ``horizon_map`` per tile with ``terrain`` = the tile plus a halo
+(the near field, e.g. 10-20 km) and ``far_field`` = a coarse copy of the whole
+region (:func:`coarsen`), so no call holds N*K values for the whole DEM.
 """
 
 from __future__ import annotations
@@ -46,7 +53,38 @@ from ._common import bearings_deg
 from .raymarch import raymarch_with_distance
 from .sweep import NEAR_RAY_PX, sweep_horizon
 
-__all__ = ["bearings_deg", "horizon_map", "coarsen", "raymarch_with_distance", "NEAR_RAY_PX"]
+__all__ = [
+    "NEAR_RAY_PX",
+    "PACKED_NODATA",
+    "bearings_deg",
+    "coarsen",
+    "horizon_map",
+    "pack_centideg",
+    "raymarch_with_distance",
+    "unpack_centideg",
+]
+
+#: int16 code of a NaN horizon in :func:`pack_centideg`.
+PACKED_NODATA = np.int16(-32768)
+
+
+def pack_centideg(horizon_deg: np.ndarray) -> np.ndarray:
+    """Compact storage: horizon degrees as int16 hundredths of a degree (error <= 0.005 deg).
+
+    NaN becomes ``PACKED_NODATA``; a quarter of the float64 size, half of float32.
+    """
+    h = np.asarray(horizon_deg, dtype=np.float64)
+    packed = np.round(np.where(np.isfinite(h), h, 0.0) * 100.0).astype(np.int16)
+    packed[~np.isfinite(h)] = PACKED_NODATA
+    return packed
+
+
+def unpack_centideg(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_centideg`: float32 degrees, NaN where nodata."""
+    p = np.asarray(packed)
+    out = p.astype(np.float32) / np.float32(100.0)
+    out[p == PACKED_NODATA] = np.nan
+    return out
 
 
 def coarsen(terrain: Terrain, factor: int) -> Terrain:

@@ -63,7 +63,7 @@ def window_slices(shape, rows, cols):
 
 def far_arrays(far_field):
     if far_field is None:
-        return np.full((2, 2), np.nan, np.float64), 0.0, 0.0, 1.0, False
+        return np.full((2, 2), np.nan, np.float32), 0.0, 0.0, 1.0, False
     g = far_field.grid
-    return np.ascontiguousarray(far_field.height_m, dtype=np.float64), g.x0_m, g.y0_m, g.resolution_m, True
+    return np.ascontiguousarray(far_field.height_m, dtype=np.float32), g.x0_m, g.y0_m, g.resolution_m, True
 

@@ -107,7 +107,7 @@ def raymarch_with_distance(
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
     b = np.radians(bearings_deg(n_azimuths))
-    z = np.ascontiguousarray(terrain.height_m, dtype=np.float64)
+    z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
     zf, fx0, fy0, fres, has_far = far_arrays(far_field)
     g = terrain.grid
     nwr, nwc = r1 - r0, c1 - c0

@@ -1,0 +1,270 @@
+"""Horizon kernels against analytic cases, a plain 3-D brute force and each other."""
+
+import numpy as np
+import pytest
+
+from sitesel.constants import MOON_RADIUS_M
+from sitesel.errors import SiteselError
+from sitesel.horizon import (
+    bearings_deg,
+    coarsen,
+    horizon_map,
+    pack_centideg,
+    unpack_centideg,
+)
+from sitesel.terrain.grid import Grid, local_frame, xy_to_latlon, xy_to_xyz
+from sitesel.terrain.model import Terrain
+
+R = MOON_RADIUS_M
+RES = 20.0
+METHODS = ["raymarch", "sweep"]
+
+
+def dip_deg(h_obs, ground_m=0.0):
+    return -np.degrees(np.arccos((R + ground_m) / (R + ground_m + h_obs)))
+
+
+def flat(n, centre_y_m=-60e3):
+    """Bare-sphere terrain away from the pole, so scale factor and longitude are not trivial."""
+    grid = Grid.centred((n, n), RES, 0.0, centre_y_m)
+    return Terrain(np.zeros((n, n), np.float32), grid)
+
+
+def fractal(n, seed, rms_slope_deg=15.0, beta=2.2):
+    """Seeded spectral fractal heights (m) with a given RMS slope at RES metres per pixel."""
+    rng = np.random.default_rng(seed)
+    k = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
+    k[0, 0] = 1.0
+    spec = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * k**-beta
+    spec[0, 0] = 0.0
+    z = np.real(np.fft.ifft2(spec))
+    gy, gx = np.gradient(z, RES)
+    return z * np.tan(np.radians(rms_slope_deg)) / np.sqrt(np.mean(gx**2 + gy**2))
+
+
+def exact_elevation_deg(grid, row, col, h_obs, target_xy, target_h):
+    """Elevation of a target map point seen from pixel (row, col), exact 3-D geometry."""
+    x, y = grid.xy()
+    xo, yo = x[row, col], y[row, col]
+    lat, lon = xy_to_latlon(xo, yo)
+    _, _, up = local_frame(lat, lon)
+    d = xy_to_xyz(*target_xy, target_h) - xy_to_xyz(xo, yo, h_obs)
+    return np.degrees(np.arcsin(d @ up / np.linalg.norm(d)))
+
+
+def brute_force(terrain, row, col, h_obs, k):
+    """Plain reference: every DEM pixel in 3-D, maximum elevation per azimuth sector."""
+    grid = terrain.grid
+    x, y = grid.xy()
+    z = terrain.height_m.astype(np.float64)
+    xo, yo, zo = x[row, col], y[row, col], z[row, col]
+    lat, lon = xy_to_latlon(xo, yo)
+    east, north, up = local_frame(lat, lon)
+    obs = xy_to_xyz(xo, yo, zo + h_obs)
+    best = np.full(k, dip_deg(h_obs, zo))
+    width = 360.0 / k
+    for r in range(z.shape[0]):
+        for c in range(z.shape[1]):
+            if (r, c) == (row, col) or not np.isfinite(z[r, c]):
+                continue
+            d = xy_to_xyz(x[r, c], y[r, c], z[r, c]) - obs
+            elev = np.degrees(np.arcsin(d @ up / np.linalg.norm(d)))
+            bearing = (np.degrees(np.arctan2(d @ east, d @ north)) + lon) % 360.0
+            sector = int(np.round(bearing / width)) % k
+            best[sector] = max(best[sector], elev)
+    return best
+
+
+def test_bearings_deg():
+    assert np.allclose(bearings_deg(4), [0, 90, 180, 270])
+    with pytest.raises(SiteselError):
+        bearings_deg(0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("h_obs, expected", [(0.0, 0.0), (2.0, -0.087), (10.0, -0.194)])
+def test_bare_sphere_dip(method, h_obs, expected):
+    terrain = flat(48)
+    hz = horizon_map(terrain, 24, h_obs, method=method)
+    assert hz.dtype == np.float32 and hz.shape == (48, 48, 24)
+    assert np.allclose(hz, dip_deg(h_obs), atol=1e-4)
+    assert np.allclose(hz, expected, atol=0.01)
+
+
+@pytest.fixture(scope="module")
+def crater():
+    """Paraboloid bowl of radius 400 m and depth 150 m on a bare sphere."""
+    terrain = flat(81)
+    x, y = terrain.grid.xy()
+    xc, yc = x[40, 40], y[40, 40]
+    rho = np.hypot(x - xc, y - yc)
+    z = np.where(rho < 400.0, 150.0 * ((rho / 400.0) ** 2 - 1.0), 0.0)
+    return Terrain(z, terrain.grid), (xc, yc)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_crater_rim_seen_from_centre(crater, method):
+    terrain, (xc, yc) = crater
+    k = 16
+    hz = horizon_map(terrain, k, 2.0, rows=slice(40, 41), cols=slice(40, 41), method=method)[0, 0]
+    b = np.radians(bearings_deg(k))
+    for i in range(k):
+        rim = (xc + 400.0 * np.sin(b[i]), yc + 400.0 * np.cos(b[i]))
+        expected = exact_elevation_deg(terrain.grid, 40, 40, -150.0 + 2.0, rim, 0.0)
+        # axis rays sample the rim at a pixel centre; others interpolate across its kink
+        assert hz[i] == pytest.approx(expected, abs=0.05 if i % 4 == 0 else 0.5)
+    ref = brute_force(terrain, 40, 40, 2.0, k)
+    assert np.allclose(hz[::4], ref[::4], atol=0.05)
+    assert np.allclose(hz, ref, atol=0.5)
+
+
+@pytest.fixture(scope="module")
+def cone():
+    """A 300 m cone of base radius 200 m, 30 px north of the observer at (40, 20)."""
+    terrain = flat(64)
+    x, y = terrain.grid.xy()
+    peak = (x[10, 20], y[10, 20])
+    rho = np.hypot(x - peak[0], y - peak[1])
+    z = np.maximum(0.0, 300.0 * (1.0 - rho / 200.0))
+    return Terrain(z, terrain.grid), peak
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cone_peak(cone, method):
+    terrain, peak = cone
+    k = 72
+    hz = horizon_map(terrain, k, 2.0, rows=slice(40, 41), cols=slice(20, 21), method=method)[0, 0]
+    expected = exact_elevation_deg(terrain.grid, 40, 20, 2.0, peak, 300.0)
+    assert hz[0] == pytest.approx(expected, abs=0.02)
+    # the cone subtends about +/-11 deg; elsewhere the bare-sphere dip
+    far = np.abs(((bearings_deg(k) + 180.0) % 360.0) - 180.0) > 20.0
+    assert np.allclose(hz[far], dip_deg(2.0), atol=1e-3)
+    ref = brute_force(terrain, 40, 20, 2.0, k)
+    assert hz[0] == pytest.approx(ref[0], abs=0.02)
+    assert np.allclose(hz[far], ref[far], atol=1e-3)
+
+
+def accuracy(a, b):
+    d = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    return np.sqrt(np.mean(d**2)), np.percentile(d, 99), d.max()
+
+
+@pytest.fixture(scope="module")
+def rough():
+    n = 72
+    grid = Grid.centred((n, n), RES, 5e3, -80e3)
+    return Terrain(fractal(n, seed=7, rms_slope_deg=12.0), grid)
+
+
+@pytest.mark.parametrize("h_obs", [0.0, 2.0, 10.0])
+def test_sweep_matches_reference_on_rough_terrain(rough, h_obs):
+    win = (slice(8, 64), slice(8, 64))  # rays from the DEM edge leave it at once: ill-defined
+    ref = horizon_map(rough, 48, h_obs, method="raymarch", rows=win[0], cols=win[1], max_distance_m=1e7)
+    fast = horizon_map(rough, 48, h_obs, method="sweep", rows=win[0], cols=win[1])
+    rms, p99, _ = accuracy(fast, ref)
+    assert rms <= 0.05 and p99 <= 0.2
+
+
+@pytest.mark.parametrize("bearing", [45.0, 135.0, 225.0, 315.0])
+def test_diagonal_45_degree_slope_not_overestimated(bearing):
+    """A plane rising at 45 deg toward `bearing`: the horizon up-slope is the slope itself."""
+    n = 48
+    grid = Grid.centred((n, n), RES, 0.0, 0.0)
+    x, y = grid.xy()
+    b = np.radians(bearing)
+    z = x * np.sin(b) + y * np.cos(b)  # tan(45 deg) = 1 along the bearing
+    terrain = Terrain(z, grid)
+    k = 8
+    i = int(bearing // 45)
+    for method in METHODS:
+        hz = horizon_map(terrain, k, 0.0, rows=slice(20, 28), cols=slice(20, 28), method=method)
+        # on the sphere the plane's farthest points bend down: the nearest ones set the horizon
+        # the map is stretched by the scale factor k > 1, so the true slope is a hair above 45
+        assert np.all(hz[..., i] <= 45.0 + 0.005)
+        assert np.all(hz[..., i] >= 45.0 - 0.01)
+
+
+def test_tiles_identical_to_whole(rough):
+    whole = horizon_map(rough, 32, 2.0)
+    tiles = np.empty_like(whole)
+    for rs in (slice(0, 40), slice(40, 72)):
+        for cs in (slice(0, 31), slice(31, 72)):
+            tiles[rs, cs] = horizon_map(rough, 32, 2.0, rows=rs, cols=cs)
+    assert np.array_equal(whole, tiles)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_nodata_blocks_nothing_and_is_no_observer(method):
+    terrain = flat(40)
+    z = terrain.height_m.copy()
+    z[:, 25:28] = 500.0  # a wall east of the observers...
+    walled = Terrain(z, terrain.grid)
+    z = z.copy()
+    z[:, 25:28] = np.nan  # ...that is nodata
+    holed = Terrain(z, terrain.grid)
+    k = 8
+    assert horizon_map(walled, k, 2.0, method=method)[20, 10, 2] > 10.0
+    hz = horizon_map(holed, k, 2.0, method=method)
+    assert np.all(np.isnan(hz[:, 25:28]))
+    assert np.allclose(hz[:, :25], dip_deg(2.0), atol=1e-4)
+    assert np.allclose(hz[:, 28:], dip_deg(2.0), atol=1e-4)
+
+
+def test_far_field_cone_beyond_fine_terrain():
+    """A cone only in the far field is seen at its exact elevation, by both methods."""
+    cx0, cy0 = -960.0, -59040.0
+    coarse_grid = Grid(cx0, cy0, 80.0, (24, 24))
+    x, y = coarse_grid.xy()
+    peak = (x[2, 12], y[2, 12])
+    coarse = Terrain(np.maximum(0.0, 400.0 * (1.0 - np.hypot(x - peak[0], y - peak[1]) / 300.0)), coarse_grid)
+    # fine pixel (16, 16) lies on coarse column 12, 1320 m (33 half coarse pixels) south of the peak
+    fine = Terrain(np.zeros((32, 32)), Grid(cx0 + 670.0, cy0 - 1190.0, 20.0, (32, 32)))
+    expected = exact_elevation_deg(fine.grid, 16, 16, 2.0, peak, 400.0)
+    for method in METHODS:
+        hz = horizon_map(fine, 4, 2.0, rows=slice(16, 17), cols=slice(16, 17), method=method, far_field=coarse)
+        assert hz[0, 0, 0] == pytest.approx(expected, abs=0.02)
+        assert hz[0, 0, 2] == pytest.approx(dip_deg(2.0), abs=1e-3)
+        without = horizon_map(fine, 4, 2.0, rows=slice(16, 17), cols=slice(16, 17), method=method)
+        assert without[0, 0, 0] == pytest.approx(dip_deg(2.0), abs=1e-3)
+
+
+def test_far_field_agrees_with_full_resolution(rough):
+    """Fine centre window + coarse copy of the whole DEM vs the full-resolution reference."""
+    fine = rough.window(slice(16, 56), slice(16, 56))
+    coarse = coarsen(rough, 2)
+    win = (slice(8, 32), slice(8, 32))
+    ref = horizon_map(rough, 32, 2.0, method="raymarch", rows=slice(24, 48), cols=slice(24, 48))
+    fast = horizon_map(fine, 32, 2.0, rows=win[0], cols=win[1], far_field=coarse)
+    rms, p99, _ = accuracy(fast, ref)
+    assert rms <= 0.1 and p99 <= 0.5
+
+
+def test_progress_and_errors(rough):
+    calls = []
+    horizon_map(rough, 8, 2.0, rows=slice(0, 4), cols=slice(0, 4), progress=lambda d, n: calls.append((d, n)))
+    assert calls[-1] == (8, 8)
+    with pytest.raises(SiteselError):
+        horizon_map(rough, 8, method="bogus")
+    with pytest.raises(SiteselError):
+        horizon_map(rough, 8, observer_height_m=-1.0)
+
+
+def test_compact_storage_round_trip(rough):
+    hz = horizon_map(rough, 8, 2.0, rows=slice(0, 8), cols=slice(0, 8))
+    hz[0, 0] = np.nan
+    packed = pack_centideg(hz)
+    assert packed.dtype == np.int16
+    back = unpack_centideg(packed)
+    assert np.array_equal(np.isnan(back), np.isnan(hz))
+    assert np.nanmax(np.abs(back - hz)) <= 0.005 + 1e-6
+
+
+def test_coarsen_block_mean_ignores_nodata():
+    grid = Grid(100.0, 200.0, 10.0, (4, 5))
+    z = np.arange(20, dtype=np.float32).reshape(4, 5)
+    z[0, 0] = np.nan
+    c = coarsen(Terrain(z, grid), 2)
+    assert c.shape == (2, 2) and c.resolution_m == 20.0
+    assert (c.grid.x0_m, c.grid.y0_m) == (100.0, 200.0)
+    assert c.height_m[0, 0] == pytest.approx((1 + 5 + 6) / 3)
+    assert c.height_m[1, 1] == pytest.approx((12 + 13 + 17 + 18) / 4)
