@@ -1,0 +1,105 @@
+"""Whole-pipeline benchmark: `sitesel run` stages on a synthetic DEM over a long span.
+
+    python benchmarks/bench_pipeline.py                     # 2048^2 at 20 m, 18.6 years at 1 h, K = 360
+    python benchmarks/bench_pipeline.py --size 512 --years 1 --azimuths 180
+
+Reports the wall time of each stage (from the run's own manifest timings), the
+total, the peak resident memory, and the ratio of the visibility stage's cost
+per pixel between the chosen span and one year (measured in the same run on a
+sample tile), to `benchmarks/results/pipeline.json` and a short table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sitesel import pipeline
+from sitesel.config import validate_config
+from sitesel.ephemeris import body_track
+from sitesel.horizon import horizon_map
+from sitesel.terrain.synthetic import synthetic_south_pole
+from sitesel.visibility import BinnedTrack, visibility_fractions, visibility_layers
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def visibility_cost_ratio(terrain, years: float, n_azimuths: int, tile_px: int = 128) -> dict:
+    """Seconds per pixel of the visibility kernels for `years` vs one year, on one tile."""
+    rows, cols = slice(0, tile_px), slice(0, tile_px)
+    horizon_deg = horizon_map(terrain, n_azimuths, 2.0, rows=rows, cols=cols)
+    out = {}
+    # The first pass compiles the kernels; the second is timed.
+    for span in (1.0, years, 1.0, years):
+        end = str(np.datetime64("2027-01-01") + np.timedelta64(int(span * 365.25 * 86400), "s"))
+        track = body_track("2027-01-01", end, 1.0)
+        clock = time.perf_counter()
+        binned = BinnedTrack(track, n_azimuths)
+        visibility_fractions(terrain, horizon_deg, binned, 2.0, rows=rows, cols=cols)
+        out[f"fractions_{span:g}y_s"] = time.perf_counter() - clock
+        thinned = track.decimated(pipeline.gap_decimation(len(track)))
+        clock = time.perf_counter()
+        visibility_layers(terrain, horizon_deg, thinned, 2.0, rows=rows, cols=cols)
+        out[f"gap_layers_{span:g}y_s"] = time.perf_counter() - clock
+    out["fractions_ratio"] = out[f"fractions_{years:g}y_s"] / out["fractions_1y_s"]
+    out["gap_layers_ratio"] = out[f"gap_layers_{years:g}y_s"] / out["gap_layers_1y_s"]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--resolution-m", type=float, default=20.0)
+    parser.add_argument("--years", type=float, default=18.6)
+    parser.add_argument("--azimuths", type=int, default=360)
+    args = parser.parse_args(argv)
+
+    terrain = synthetic_south_pole(args.size, args.resolution_m, seed=0)
+    # Warm the numba caches so the timings measure the work, not the compiler.
+    warm = synthetic_south_pole(64, args.resolution_m, seed=0)
+    warm_config = validate_config({"time": {"step_hours": 48.0}, "horizon": {"azimuths": 16}})
+    out = RESULTS / "pipeline_run"
+    pipeline.compute(warm, warm_config, tile_dir=out / "warm", quiet=True)
+
+    ratio = visibility_cost_ratio(terrain, args.years, args.azimuths)
+    config = validate_config({"time": {"years": args.years, "step_hours": 1.0},
+                              "horizon": {"azimuths": args.azimuths}})
+    clock = time.perf_counter()
+    result = pipeline.compute(terrain, config, tile_dir=out / "tiles", quiet=False)
+    compute_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    pipeline.write_outputs(result, out, config, inputs=[], quiet=True)
+    outputs_s = time.perf_counter() - clock
+    record = {
+        "size_px": args.size,
+        "resolution_m": args.resolution_m,
+        "years": args.years,
+        "azimuths": args.azimuths,
+        "steps": len(result.track),
+        "stages_s": {k: round(v, 2) for k, v in result.timings_s.items()},
+        "compute_s": round(compute_s, 2),
+        "outputs_s": round(outputs_s, 2),
+        "total_s": round(compute_s + outputs_s, 2),
+        "target_total_s": 120.0,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "visibility_span_cost": {k: round(v, 3) for k, v in ratio.items()},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"{args.size}^2 at {args.resolution_m:g} m, {args.years:g} y at 1 h ({len(result.track)} steps), "
+          f"K = {args.azimuths}")
+    for stage, seconds in record["stages_s"].items():
+        print(f"  {stage:>20}: {seconds:8.1f} s")
+    print(f"  {'outputs':>20}: {outputs_s:8.1f} s")
+    print(f"  {'total':>20}: {record['total_s']:8.1f} s (target 120 s), peak RSS {record['peak_rss_mib']} MiB")
+    print(f"  visibility cost {args.years:g} y / 1 y per pixel: fractions {ratio['fractions_ratio']:.2f}, "
+          f"gap layers {ratio['gap_layers_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
