@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import __version__
 from .errors import SiteselError
@@ -35,7 +36,7 @@ def _default_demo_config(step_hours: float, years: float | None) -> dict:
 
 
 def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
-                   profile=None):
+                   profile=None, window=None):
     from . import pipeline
     from .outputs import check_writable
 
@@ -43,7 +44,7 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
     check_writable(out_dir)
     result = pipeline.compute(
         terrain, config, tile_dir=out_dir / ".tiles", resume=resume, far_field=far_field, client=client,
-        quiet=quiet, profile=profile,
+        quiet=quiet, profile=profile, window=window,
     )
     pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
                            total_time_s=time.perf_counter() - clock)
@@ -90,23 +91,28 @@ def cli():
 def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     """Run the full pipeline on the built-in synthetic south pole.
 
-    The terrain (SIZE x RESOLUTION metres square, centred on the pole) is
-    written to OUT/dem.tif so `sitesel site --dem OUT/dem.tif` can probe it;
-    its distant horizon comes from the same synthetic world, 400 km wide at
-    1 km/px, so massifs 100+ km away (like Malapert) shade it.
+    The analysed square (SIZE x RESOLUTION metres, centred on the pole) and
+    a 10 km halo are written to OUT/dem.tif so `sitesel site --dem
+    OUT/dem.tif` can probe it; the distant horizon comes from the same
+    synthetic world, 400 km wide at 1 km/px, so massifs 100+ km away (like
+    Malapert) shade it.
     """
     from .outputs import check_writable
     from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
     check_writable(out_dir)
-    terrain = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed)
-    # The same synthetic world, 400 km wide at 1 km/px, gives the distant horizon (massifs 100+ km away).
+    config = _default_demo_config(step_hours, years)
+    # A halo of the same world around the analysed square shades its edges at full resolution, and the
+    # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
+    halo_px = int(np.ceil(config["horizon"]["halo_km"] * 1e3 / resolution_m))
+    terrain = synthetic_south_pole(size=size + 2 * halo_px, resolution_m=resolution_m, seed=seed)
+    window = (slice(halo_px, halo_px + size), slice(halo_px, halo_px + size))
     far_field = synthetic_south_pole(size=DEMO_FAR_FIELD_PX, resolution_m=DEMO_FAR_FIELD_RESOLUTION_M, seed=seed)
     dem_path = out_dir / "dem.tif"
     write_terrain(dem_path, terrain)
-    config = _default_demo_config(step_hours, years)
-    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet, far_field=far_field)
+    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet, far_field=far_field,
+                   window=window)
 
 
 @cli.command()
@@ -123,7 +129,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, quiet):
     """Run the full pipeline on a DEM described by CONFIG.toml."""
     from .config import load_config
-    from .terrain.io import read_far_field, read_terrain, region_from_config
+    from .terrain.io import read_far_field, read_terrain, read_terrain_with_halo, region_from_config
 
     if workers and scheduler:
         raise SiteselError("give either --workers or --scheduler, not both")
@@ -136,8 +142,12 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     from .pipeline import resolve_profile
 
     profile = resolve_profile(config["profile"])
-    region = region_from_config(config["region"]) if "region" in config else None
-    terrain = read_terrain(config["dem"]["path"], region=region)
+    window = None
+    if "region" in config:
+        region = region_from_config(config["region"])
+        terrain, window = read_terrain_with_halo(config["dem"]["path"], region, config["horizon"]["halo_km"] * 1e3)
+    else:
+        terrain = read_terrain(config["dem"]["path"])
     far_field = None
     if "far_field" in config["dem"]:
         far_field = read_far_field(config["dem"]["far_field"], terrain, config["horizon"]["max_distance_km"] * 1e3)
@@ -145,7 +155,7 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     client = _dask_client(workers, scheduler)
     try:
         _run_and_write(terrain, config, out_dir, inputs=inputs, resume=resume, quiet=quiet, far_field=far_field,
-                       client=client, profile=profile)
+                       client=client, profile=profile, window=window)
     finally:
         if client is not None:
             client.close()

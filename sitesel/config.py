@@ -28,6 +28,7 @@ Example::
     [horizon]
     azimuths = 180
     max_distance_km = 150
+    halo_km = 10                 # terrain read around [region] to shade its edges
 
     [surface]
     baseline_m = 20
@@ -65,7 +66,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
         "step_hours": (_NUMBER, 1.0),
     },
     "observer": {"height_m": ((int, float, list), 2.0)},
-    "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0)},
+    "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0), "halo_km": (_NUMBER, 10.0)},
     "surface": {"baseline_m": (_NUMBER, 20.0)},
     "run": {"tile_px": ((int,), 512)},
 }
@@ -135,6 +136,8 @@ def _check_values(config: dict, source: str):
         raise SiteselError(f"{source}: horizon.azimuths must be at least 8, got {config['horizon']['azimuths']}")
     if config["horizon"]["max_distance_km"] <= 0:
         raise SiteselError(f"{source}: horizon.max_distance_km must be positive")
+    if config["horizon"]["halo_km"] < 0:
+        raise SiteselError(f"{source}: horizon.halo_km must be >= 0")
     heights = config["observer"]["height_m"]
     for height in heights if isinstance(heights, list) else [heights]:
         if isinstance(height, bool) or not isinstance(height, _NUMBER) or height < 0:

@@ -125,8 +125,23 @@ def compute(
     client=None,
     quiet: bool = False,
     profile: Profile | None = None,
+    window: tuple[slice, slice] | None = None,
 ) -> RunResult:
-    """Run every stage on ``terrain`` with a validated ``config`` (see :mod:`sitesel.config`)."""
+    """Run every stage on ``terrain`` with a validated ``config`` (see :mod:`sitesel.config`).
+
+    ``window`` (rows, cols) limits the analysed pixels to part of ``terrain``;
+    the rest is a halo that shades them and gives their footprints full
+    support, so no site is judged by terrain cut off at the analysed area's
+    edge. The layers and sites are on the window's grid.
+    """
+    rows_w, cols_w = window or (slice(0, terrain.shape[0]), slice(0, terrain.shape[1]))
+    analysed = terrain.window(rows_w, cols_w)
+    r0, c0 = rows_w.indices(terrain.shape[0])[0], cols_w.indices(terrain.shape[1])[0]
+
+    def in_terrain(tile):
+        rows, cols = tile
+        return slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0)
+
     timings: dict[str, float] = {}
     profile = profile or resolve_profile(config["profile"])
     start, end, step_hours = resolve_period(config["time"])
@@ -142,11 +157,13 @@ def compute(
     timings["ephemeris"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    slope_deg, roughness_m = slope_roughness(terrain, baseline_m=float(config["surface"]["baseline_m"]))
+    slope_deg, roughness_m = (
+        layer[rows_w, cols_w] for layer in slope_roughness(terrain, baseline_m=float(config["surface"]["baseline_m"]))
+    )
     timings["surface"] = time.perf_counter() - clock
 
     def compute_tile(tile):
-        rows, cols = tile
+        rows, cols = in_terrain(tile)
         result = {}
         for i, height_m in enumerate(heights_m):
             horizon_deg = horizon_map(
@@ -160,8 +177,9 @@ def compute(
                 result[f"{name}@{i}"] = layers[name]
         return result
 
-    tiles = tile_slices(terrain.shape, int(config["run"]["tile_px"]))
-    key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance)
+    tiles = tile_slices(analysed.shape, int(config["run"]["tile_px"]))
+    key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance,
+                  [r0, c0, *analysed.shape])
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
     with Progress(len(tiles), "horizon + visibility", unit="tile", quiet=quiet) as bar:
@@ -172,11 +190,11 @@ def compute(
     for i, height_m in enumerate(heights_m):
         layers = {}
         for name in TILE_LAYERS:
-            full = np.full(terrain.shape, np.nan, dtype=np.float32)
+            full = np.full(analysed.shape, np.nan, dtype=np.float32)
             for (rows, cols), result in zip(tiles, results):
                 full[rows, cols] = result[f"{name}@{i}"]
             layers[name] = full
-        layers.update(psr_layers(layers["sun_lit_fraction"], terrain.grid))
+        layers.update(psr_layers(layers["sun_lit_fraction"], analysed.grid))
         height_layers[height_m] = layers
 
     layers = {"slope_deg": slope_deg, "roughness_m": roughness_m, **height_layers[heights_m[0]]}
@@ -184,19 +202,19 @@ def compute(
     feasible, score, _ = score_layers(layers, profile)
     layers["feasible"] = feasible
     layers["score"] = score
-    sites = rank_sites(score, feasible, layers, terrain.grid, profile)
+    sites = rank_sites(score, feasible, layers, analysed.grid, profile)
     timings["scoring_ranking"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     site_series, site_horizons = [], []
     for site in sites:
-        rows, cols = slice(site["row"], site["row"] + 1), slice(site["col"], site["col"] + 1)
+        rows, cols = in_terrain((slice(site["row"], site["row"] + 1), slice(site["col"], site["col"] + 1)))
         horizon_deg = horizon_map(
             terrain, n_azimuths, heights_m[0], max_distance_m, rows=rows, cols=cols,
             method="raymarch", far_field=far_field,
         )[0, 0]
         series = point_series(
-            site["lat"], site["lon"], float(terrain.height_m[site["row"], site["col"]]),
+            site["lat"], site["lon"], float(analysed.height_m[site["row"], site["col"]]),
             heights_m[0], horizon_deg, track,
         )
         if decimation > 1:
@@ -219,7 +237,7 @@ def compute(
     methods["psr"] = methods["psr_distance_m"] = methods["sun_lit_fraction"]
 
     return RunResult(
-        terrain=terrain,
+        terrain=analysed,
         layers=layers,
         height_layers=height_layers,
         layer_methods=methods,

@@ -10,7 +10,7 @@ def test_defaults_follow_design():
     config = default_config()
     assert config["time"] == {"start": "2027-01-01", "step_hours": 1.0}
     assert config["observer"]["height_m"] == 2.0
-    assert config["horizon"] == {"azimuths": 180, "max_distance_km": 150.0}
+    assert config["horizon"] == {"azimuths": 180, "max_distance_km": 150.0, "halo_km": 10.0}
     assert resolve_period(config["time"]) == ("2027-01-01", "2028-01-01T00:00:00", 1.0)
 
 

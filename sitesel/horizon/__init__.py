@@ -34,7 +34,10 @@ Two methods share this geometry:
   O(N K (NEAR_RAY_PX + log H)) for hull size H, whatever the search distance; it
   searches all of the supplied terrain. A coarse ``far_field`` grid is swept the
   same way with the same observers, using only its samples outside the
-  footprint of the fine terrain. Results do not depend on the observer window
+  footprint of the fine terrain; its own near field (``NEAR_RAY_PX`` far-field
+  pixels, where a line one coarse pixel beside the observer may be off the
+  footprint while the observer's ray is still on it) is searched by the exact
+  ray, as the reference does. Results do not depend on the observer window
   (tiles are bit-identical to one whole run).
 
 Large DEMs: call ``horizon_map`` per tile with ``terrain`` = the tile plus a halo

@@ -2,7 +2,13 @@
 
 The near field within ``NEAR_RAY_PX`` pixels of each observer is searched by the
 exact ray (as the reference does), everything farther by the sweep lines, and a
-coarse far field by the same sweep outside the fine terrain's footprint.
+coarse far field by the same sweep outside the fine terrain's footprint. The far
+field has its own near field, ``NEAR_RAY_PX`` far-field pixels: a sweep line runs
+up to one far-field pixel beside the observer, so next to the footprint's edge it
+may lie outside the footprint where the observer's own ray is still inside it,
+and at short range its samples would be seen at grossly wrong angles. There the
+exact ray samples the far field (out to ``_FAR_RAY_FACTOR`` times that radius)
+only where the ray itself has left the footprint.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import _R, bearings_deg, inv_k, window_slices
+from ._common import _R, bearings_deg, bilinear, inv_k, window_slices
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
@@ -20,6 +26,16 @@ from ._common import _R, bearings_deg, inv_k, window_slices
 NEAR_RAY_PX = 8.0
 
 _STAGE = 16
+
+#: Round-off tolerance (pixels) of a sweep line's lateral position at the grid edge.
+_Q_SNAP = 1e-9
+
+#: The exact ray over the far field reaches this many times the far field's near
+#: radius: where the ray leaves the footprint at a grazing angle, the two sweep
+#: lines around it leave it up to (one far pixel) / tan(angle) earlier or later, and
+#: the line still inside masks far terrain the ray sees. Covering twice the radius
+#: catches that terrain for rays leaving within the radius, at a bounded cost.
+_FAR_RAY_FACTOR = 2.0
 
 
 # --------------------------------------------------------------------------- sweep
@@ -192,14 +208,17 @@ def _sweep_kernel(
                 ik_prev = ik
                 dth_step = step_len * ik / _R
                 z = np.nan
-                if p >= 0 and p <= npp - 1 and q >= 0.0 and q <= nq - 1.0:
+                # a line along the first or last row (column) misses it by round-off in g p
+                # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
+                if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
+                    q = min(max(q, 0.0), nq - 1.0)
                     q0 = int(q)
                     fq = q - q0
                     if fq > 0.0:
                         z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
                     else:
                         z = a[q0, p]
-                    if foot[0] < x < foot[1] and foot[2] < y < foot[3]:
+                    if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
                         z = np.nan
                 rz = _R + z
                 sx[n_s] = rz * s_th
@@ -233,8 +252,12 @@ def _sweep_kernel(
                         if n_hull > 0:
                             # the observer's foot on this line, as a central angle from the sample
                             dlt = (t_obs + dq * shift_t - t) * dth_step
-                            so = s_th + c_th * dlt
-                            co = c_th - s_th * dlt
+                            # second order: a far-field step is ~6e-4 rad, and the first-order
+                            # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
+                            sdl = dlt - dlt * dlt * dlt / 6.0
+                            cdl = 1.0 - 0.5 * dlt * dlt
+                            so = s_th * cdl + c_th * sdl
+                            co = c_th * cdl - s_th * sdl
                             ro = _R + hab
                             xo = ro * so
                             yo = ro * co
@@ -345,6 +368,65 @@ def _near_offsets(bearing_rad, near_px):
 
 
 @njit(cache=True, parallel=True)
+def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, max_dist, out_tan):
+    """Largest tan(elevation) of the far field along each observer's exact ray, up to ``max_dist``.
+
+    Like the reference: half fine-pixel steps, ground distance integrated with the
+    scale factor, exact curvature, far-field heights (bilinear) only where the ray
+    point lies outside the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res).
+    Observers whose ray stays on the fine grid up to ``max_dist`` get -inf at once.
+    """
+    nwr, nwc = h_abs.shape
+    step = 0.5 * res
+    for wr in prange(nwr):
+        r = r0 + wr
+        for wc in range(nwc):
+            c = c0 + wc
+            out_tan[wr, wc] = -np.inf
+            hab = h_abs[wr, wc]
+            if not np.isfinite(hab):
+                continue
+            # distance at which the ray leaves the grid of fine pixel centres (skip test only)
+            s_exit = np.inf
+            if dy > 1e-12:
+                s_exit = min(s_exit, r * res / dy)
+            elif dy < -1e-12:
+                s_exit = min(s_exit, (nr - 1 - r) * res / -dy)
+            if dx > 1e-12:
+                s_exit = min(s_exit, (nc - 1 - c) * res / dx)
+            elif dx < -1e-12:
+                s_exit = min(s_exit, c * res / -dx)
+            if s_exit > max_dist + step:
+                continue
+            ro = _R + hab
+            xo = x0 + (c + 0.5) * res
+            yo = y0 - (r + 0.5) * res
+            best = -np.inf
+            psi = 0.0
+            s_map = 0.0
+            ik_prev = inv_k(xo, yo)
+            while s_map + step <= max_dist:
+                s_map += step
+                x = xo + s_map * dx
+                y = yo + s_map * dy
+                ik = inv_k(x, y)
+                psi += 0.5 * step * (ik_prev + ik)
+                ik_prev = ik
+                rr = (y0 - y) / res - 0.5
+                cc = (x - x0) / res - 0.5
+                if rr >= 0.0 and cc >= 0.0 and rr <= nr - 1 and cc <= nc - 1:
+                    continue
+                ht = bilinear(zf, (fy0 - y) / fres - 0.5, (x - fx0) / fres - 0.5)
+                if not np.isfinite(ht):
+                    continue
+                theta = psi / _R
+                rt = _R + ht
+                tn = (rt * math.cos(theta) - ro) / (rt * math.sin(theta))
+                best = max(best, tn)
+            out_tan[wr, wc] = best
+
+
+@njit(cache=True, parallel=True)
 def _store(acc, acc_far, near_tan, has_far, valid, stage):
     """Combine near ray, sweep and far field into degrees in one contiguous staging plane."""
     nr, nc = valid.shape
@@ -393,8 +475,10 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
     Per azimuth: the exact ray within ``near_px`` pixels, the sweep over ``terrain``
-    beyond it, the sweep over ``far_field`` outside ``terrain``'s footprint; the
-    largest of the three, floored at the observer's bare-sphere dip.
+    beyond it; over ``far_field`` outside ``terrain``'s footprint, the exact ray
+    within ``_FAR_RAY_FACTOR * near_px`` far-field pixels and the sweep beyond
+    ``near_px`` of them. The largest of these, floored at the observer's
+    bare-sphere dip.
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
     grid = terrain.grid
@@ -426,7 +510,10 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         nr, nc = terrain.shape
         foot = np.array([grid.x0_m + 0.5 * res, grid.x0_m + (nc - 0.5) * res,
                          grid.y0_m - (nr - 0.5) * res, grid.y0_m - 0.5 * res])
-        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot, 0.0, zero_grads))
+        # far samples within near_px far-field pixels come from the exact ray (_far_near_kernel)
+        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot,
+                          near_px * far_field.grid.resolution_m, zero_grads))
+        far_near_tan = np.full(h_abs.shape, -np.inf)
     bearings = np.radians(bearings_deg(n_azimuths))
     out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)
     accs = [np.zeros(h_abs.shape) for _ in occluders]
@@ -455,6 +542,15 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         if near_px > 0:
             ir, ic, fr, fc, s_px = _near_offsets(b, near_px)
             _near_kernel(z, r0, c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc, s_px * grid.resolution_m, near_tan)
+            if far_field is not None:
+                fg = far_field.grid
+                _far_near_kernel(
+                    z.shape[0], z.shape[1], grid.x0_m, grid.y0_m, grid.resolution_m, fz, fg.x0_m, fg.y0_m,
+                    fg.resolution_m, r0, c0, h_abs, math.sin(b), math.cos(b),
+                    _FAR_RAY_FACTOR * near_px * fg.resolution_m,
+                    far_near_tan,
+                )
+                np.maximum(near_tan, far_near_tan, out=near_tan)
         acc_n = results[0]
         acc_f = results[1] if len(results) > 1 else acc_n
         j = k % len(stage)

@@ -963,6 +963,22 @@ def format_description(d: dict) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def read_terrain_with_halo(path, region: Region, halo_m: float) -> tuple[Terrain, tuple[slice, slice]]:
+    """Read ``region`` plus ``halo_m`` of surrounding terrain (clipped to the file).
+
+    Returns the terrain and the (rows, cols) window of ``region`` inside it:
+    the halo shades the region's edge pixels and supports their footprints.
+    A region reaching beyond the file is clipped with a warning.
+    """
+    x_min, x_max, y_min, y_max = region.to_bounds_m()
+    outer = Region(x_min_m=x_min - halo_m, x_max_m=x_max + halo_m, y_min_m=y_min - halo_m, y_max_m=y_max + halo_m)
+    with warnings.catch_warnings():
+        # Only the region itself being clipped is worth a warning, not its halo.
+        warnings.simplefilter("ignore")
+        terrain = read_terrain(path, outer)
+    return terrain, _window_for_bounds(terrain.grid, (x_min, x_max, y_min, y_max), path)
+
+
 def write_terrain(path, terrain: Terrain) -> Path:
     """Write ``terrain`` as a float32 GeoTIFF (metres, NaN nodata) on the LOLA CRS.
 
