@@ -14,6 +14,7 @@ from sitesel.horizon import (
 )
 from sitesel.terrain.grid import Grid, local_frame, xy_to_latlon, xy_to_xyz
 from sitesel.terrain.model import Terrain
+from sitesel.terrain.synthetic import synthetic_south_pole
 
 R = MOON_RADIUS_M
 RES = 20.0
@@ -193,6 +194,17 @@ def test_tiles_identical_to_whole(rough):
     assert np.array_equal(whole, tiles)
 
 
+def test_tiles_identical_to_whole_with_far_field(rough):
+    """Far-field pixels three times coarser put observers at fractional far-field positions."""
+    fine, coarse = rough.window(slice(12, 60), slice(10, 58)), coarsen(rough, 3)
+    whole = horizon_map(fine, 16, 2.0, far_field=coarse)
+    tiles = np.empty_like(whole)
+    for rs in (slice(0, 17), slice(17, 48)):
+        for cs in (slice(0, 29), slice(29, 48)):
+            tiles[rs, cs] = horizon_map(fine, 16, 2.0, rows=rs, cols=cs, far_field=coarse)
+    assert np.array_equal(whole, tiles)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_nodata_blocks_nothing_and_is_no_observer(method):
     terrain = flat(40)
@@ -237,6 +249,20 @@ def test_far_field_agrees_with_full_resolution(rough):
     fast = horizon_map(fine, 32, 2.0, rows=win[0], cols=win[1], far_field=coarse)
     rms, p99, _ = accuracy(fast, ref)
     assert rms <= 0.1 and p99 <= 0.5
+
+
+def test_far_field_sweep_matches_reference_at_fine_edges():
+    """Fine DEM inside a coarse far field of the same world: sweep vs ray-march at every observer.
+
+    Observers on or near the fine DEM's edges are the hard case: a far-field sweep line
+    beside them can leave the fine footprint where their own ray is still on it.
+    """
+    fine = synthetic_south_pole(72, 200.0, 0).window(slice(4, 68), slice(10, 72))
+    far = synthetic_south_pole(80, 1000.0, 0)
+    ref = horizon_map(fine, 36, 2.0, method="raymarch", far_field=far)
+    fast = horizon_map(fine, 36, 2.0, far_field=far)
+    rms, p99, worst = accuracy(fast, ref)
+    assert rms <= 0.05 and p99 <= 0.2 and worst <= 1.0
 
 
 def test_progress_and_errors(rough):

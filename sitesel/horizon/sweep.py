@@ -119,14 +119,14 @@ def _hull_tangent(hx, hy, n, xo, yo, guess):
 @njit(cache=True, parallel=True)
 def _sweep_kernel(
     a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, along_per_q, lag_t,
-    h_abs, tan_dip, grad_q, aq, ap, s, acc, acc_transposed, i_lo, i_hi,
+    h_abs, tan_dip, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
 ):
     """Accumulate w * tan(horizon elevation) of every window observer from every line.
 
     ``a`` (nq, np) occluder heights (NaN = nodata); map position of a[q, p] is
     (mx0 + mxp p + mxq q, my0 + myp p + myq q). Samples inside the map rectangle
     ``foot`` (xmin, xmax, ymin, ymax) are ignored. Observer (wq, wp) of the window
-    sits at occluder coordinates (aq + s wq, ap + s wp) at height ``h_abs`` above the
+    sits at occluder coordinates (aq + s (oq + wq), ap + s (op + wp)) at height ``h_abs`` above the
     sphere (NaN: not an observer). A sample joins an observer's hull only if it is
     more than ``lag_t`` steps ahead of the observer's column.
     On a line at lateral offset dq (pixels) the observer stands at
@@ -139,9 +139,12 @@ def _sweep_kernel(
     nwq, nwp = h_abs.shape
     inv_s = 1.0 / s
     shift_t = along_per_q / step_len
-    ap_far = ap + s * (nwp - 1)
-    to_lo = min(sp * ap, sp * ap_far)
-    to_hi = max(sp * ap, sp * ap_far)
+    # observer coordinates are taken from the absolute pixel index (oq + wq, op + wp), so
+    # that they, and every comparison with sample positions, do not depend on the window
+    ap_near = ap + s * op
+    ap_far = ap + s * (op + nwp - 1)
+    to_lo = min(sp * ap_near, sp * ap_far)
+    to_hi = max(sp * ap_near, sp * ap_far)
     # Lines i and i + 2 share no observer, so each pass is free of races. Passes
     # go by absolute parity of i so that an observer always adds its two lines in
     # the same order (floating-point sums, possibly fused, then match across tiles).
@@ -227,8 +230,8 @@ def _sweep_kernel(
                 sv[n_s] = np.isfinite(z)
                 n_s += 1
                 # observers whose column falls at or after this sample
-                while 0 <= wp < nwp and sp * (ap + s * wp) >= t:
-                    po = ap + s * wp
+                while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
+                    po = ap + s * (op + wp)
                     t_obs = sp * po
                     qi = i + g * po
                     # gate by the column, not by each observer's foot, so that which
@@ -237,11 +240,11 @@ def _sweep_kernel(
                         if sv[ins]:
                             n_hull = _hull_push(hx, hy, n_hull, sx[ins], sy[ins])
                         ins += 1
-                    # rows strictly within one line spacing: |aq + s wq - qi| < 1
-                    wq_lo = max(0, math.floor((qi - 1.0 - aq) * inv_s) + 1)
-                    wq_hi = min(nwq - 1, math.ceil((qi + 1.0 - aq) * inv_s) - 1)
+                    # rows strictly within one line spacing: |aq + s (oq + wq) - qi| < 1
+                    wq_lo = max(0, math.floor((qi - 1.0 - aq) * inv_s) + 1 - oq)
+                    wq_hi = min(nwq - 1, math.ceil((qi + 1.0 - aq) * inv_s) - 1 - oq)
                     for wq in range(wq_lo, wq_hi + 1):
-                        dq = aq + s * wq - qi
+                        dq = aq + s * (oq + wq) - qi
                         w = 1.0 - abs(dq)
                         if w <= 0.0:
                             continue
@@ -280,21 +283,22 @@ def _sweep_frames(terrain_grid, r0, c0, occ_grid, bearing_rad):
     dx, dy = math.sin(bearing_rad), math.cos(bearing_rad)
     res = occ_grid.resolution_m
     s = terrain_grid.resolution_m / res
-    # fractional occluder (row, col) of observer pixel (r0, c0) of the fine grid
-    a_row = (occ_grid.y0_m - terrain_grid.y0_m) / res + (r0 + 0.5) * s - 0.5
-    a_col = (terrain_grid.x0_m - occ_grid.x0_m) / res + (c0 + 0.5) * s - 0.5
+    # fractional occluder (row, col) of pixel (0, 0) of the fine grid; pixel (r, c) is at
+    # (a_row + s r, a_col + s c), and the window starts at (r0, c0)
+    a_row = (occ_grid.y0_m - terrain_grid.y0_m) / res + 0.5 * s - 0.5
+    a_col = (terrain_grid.x0_m - occ_grid.x0_m) / res + 0.5 * s - 0.5
     x00 = occ_grid.x0_m + 0.5 * res
     y00 = occ_grid.y0_m - 0.5 * res
     if abs(dx) >= abs(dy):  # columns primary: q = row, p = col
         return {
             "transpose": False, "mx0": x00, "mxp": res, "mxq": 0.0, "my0": y00, "myp": 0.0, "myq": -res,
             "g": -dy / dx, "sp": 1 if dx > 0 else -1, "step_len": res / abs(dx), "along_per_q": -res * dy,
-            "aq": a_row, "ap": a_col, "s": s,
+            "aq": a_row, "ap": a_col, "s": s, "oq": r0, "op": c0,
         }
     return {  # rows primary: q = col, p = row
         "transpose": True, "mx0": x00, "mxp": 0.0, "mxq": res, "my0": y00, "myp": -res, "myq": 0.0,
         "g": dx / -dy, "sp": 1 if -dy > 0 else -1, "step_len": res / abs(dy), "along_per_q": res * dx,
-        "aq": a_col, "ap": a_row, "s": s,
+        "aq": a_col, "ap": a_row, "s": s, "oq": c0, "op": r0,
     }
 
 
@@ -530,13 +534,14 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
             h_o, td = obs[tr]
             acc[:] = 0.0
             nwq, nwp = h_o.shape
-            corners = [(f["aq"] + f["s"] * wq) - f["g"] * (f["ap"] + f["s"] * wp)
+            corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
                        for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
             i_lo = math.floor(min(corners))
             i_hi = math.floor(max(corners)) + 1
             _sweep_kernel(
                 a, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
-                f["step_len"], f["along_per_q"], lag_t, h_o, td, grad[tr], f["aq"], f["ap"], f["s"], acc, tr, i_lo, i_hi,
+                f["step_len"], f["along_per_q"], lag_t, h_o, td, grad[tr], f["aq"], f["ap"], f["s"],
+                f["oq"], f["op"], acc, tr, i_lo, i_hi,
             )
             results.append(acc)
         if near_px > 0:
