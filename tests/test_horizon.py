@@ -12,7 +12,7 @@ from sitesel.horizon import (
     pack_centideg,
     unpack_centideg,
 )
-from sitesel.terrain.grid import Grid, local_frame, xy_to_latlon, xy_to_xyz
+from sitesel.terrain.grid import Grid, local_frame, scale_factor, xy_to_latlon, xy_to_xyz
 from sitesel.terrain.model import Terrain
 from sitesel.terrain.synthetic import synthetic_south_pole
 
@@ -88,7 +88,13 @@ def test_bare_sphere_dip(method, h_obs, expected):
     terrain = flat(48)
     hz = horizon_map(terrain, 24, h_obs, method=method)
     assert hz.dtype == np.float32 and hz.shape == (48, 48, 24)
-    assert np.allclose(hz, dip_deg(h_obs), atol=1e-4)
+    # The horizon is the highest sampled point: at h = 0 that is the nearest sample, which the
+    # curvature puts d / (2 R) rad below the horizontal (d: half a pixel for the ray-march, up to
+    # two pixels on the sweep's diagonal lines); with h > 0 it is the tangent point (the dip),
+    # which sampling can only miss from below.
+    below_dip = np.degrees(2.0 * terrain.resolution_m / (2 * MOON_RADIUS_M))
+    assert np.all(hz <= dip_deg(h_obs) + 1e-5)
+    assert np.all(hz >= dip_deg(h_obs) - below_dip)
     assert np.allclose(hz, expected, atol=0.01)
 
 
@@ -294,3 +300,25 @@ def test_coarsen_block_mean_ignores_nodata():
     assert (c.grid.x0_m, c.grid.y0_m) == (100.0, 200.0)
     assert c.height_m[0, 0] == pytest.approx((1 + 5 + 6) / 3)
     assert c.height_m[1, 1] == pytest.approx((12 + 13 + 17 + 18) / 4)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_rim_above_its_surroundings_sees_below_the_dip(method):
+    """Terrain beyond the grid continues at the observer's ground height from the grid edge, not
+    from the observer: from a plateau's edge above a plain, the horizon toward the plain is the
+    grid edge seen across the curvature, well below the bare-sphere dip."""
+    n, res, plateau_m, h_obs = 120, 100.0, 1000.0, 2.0
+    grid = Grid.centred((n, n), res, 0.0, -60e3)
+    height = np.zeros((n, n), np.float32)
+    height[:, :20] = plateau_m
+    row, col = 60, 19
+    hz = horizon_map(Terrain(height, grid), 4, h_obs, rows=slice(row, row + 1), cols=slice(col, col + 1),
+                     method=method)[0, 0]
+    # East (bearing 90): the plain is 1 km lower, so the grid's east edge decides.
+    x_obs, y_obs = grid.xy()[0][row, col], grid.xy()[1][row, col]
+    edge_distance_m = (grid.bounds_m[2] - x_obs) / float(scale_factor(xy_to_latlon(x_obs, y_obs)[0]))
+    theta = edge_distance_m / R
+    r_ground = R + plateau_m
+    expected = np.degrees(np.arctan2(r_ground * np.cos(theta) - (r_ground + h_obs), r_ground * np.sin(theta)))
+    assert expected < dip_deg(h_obs) - 0.05
+    assert hz[1] == pytest.approx(expected, abs=0.01)

@@ -10,9 +10,11 @@ vector) on the sphere of radius ``MOON_RADIUS_M``; a target at central angle
 converted to ground distances with the polar stereographic scale factor
 ``k = 1 + rho^2 / (4 R^2)``, integrated along the line.
 
-Terrain beyond the supplied grids is unknown: every horizon starts at the
-bare-sphere dip of an observer standing at its own ground height,
-``-acos((R + hg) / (R + hg + h_obs))``. Nodata (NaN) pixels block nothing and
+Terrain beyond the supplied grids is unknown: it is taken to continue at the
+observer's own ground height from where the search leaves the grids, so a
+flat DEM edge behaves like a bare sphere (dip ``-acos((R + hg) / (R + hg +
+h_obs))``), while an observer on a rim above its surroundings keeps the lower
+horizon its grid shows. Nodata (NaN) pixels block nothing and
 are never observers (their horizon is NaN).
 
 Two methods share this geometry:

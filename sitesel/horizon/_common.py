@@ -67,3 +67,22 @@ def far_arrays(far_field):
     g = far_field.grid
     return np.ascontiguousarray(far_field.height_m, dtype=np.float32), g.x0_m, g.y0_m, g.resolution_m, True
 
+
+
+def continuation_tan(ground_m, observer_height_m, exit_distance_m):
+    """tan(elevation) of the unknown terrain beyond the supplied grids.
+
+    That terrain is assumed to continue at the observer's own ground height
+    ``ground_m`` from the ground distance ``exit_distance_m`` (where the search
+    leaves the grids) outward. Seen from ``observer_height_m`` above the
+    ground, its highest point is at the central angle
+    ``max(exit_distance_m / R, acos((R + hg) / (R + hg + h)))``: the tangent
+    point (the bare-sphere dip) if the grid ends before it, else the grid
+    edge. Inside the grids the terrain itself decides, so an observer on a
+    rim above its surroundings sees a horizon below the dip.
+    """
+    r_ground = _R + np.asarray(ground_m, dtype=np.float64)
+    r_obs = r_ground + observer_height_m
+    theta = np.maximum(np.asarray(exit_distance_m, dtype=np.float64) / _R, np.arccos(r_ground / r_obs))
+    theta = np.maximum(theta, 1e-12)  # an observer on the edge, at h = 0, looking out: horizontal
+    return (r_ground * np.cos(theta) - r_obs) / (r_ground * np.sin(theta))

@@ -20,7 +20,7 @@ def _raymarch_kernel(
     ``z`` is the fine grid (corner x0, y0, pixel res); ``zf`` the far-field grid used
     only outside the fine grid. Steps are half a fine pixel throughout.
     ``out[r, c, k]`` receives the elevation (radians), ``dist_out`` the ground distance
-    of the maximum (metres, 0 when the bare-sphere dip wins).
+    of the maximum (metres, 0 when the terrain beyond the grids wins).
     """
     nr, nc = z.shape
     nk = sin_b.shape[0]
@@ -37,11 +37,11 @@ def _raymarch_kernel(
             ro = _R + hg + h_obs
             xo = x0 + (c + 0.5) * res
             yo = y0 - (r + 0.5) * res
-            dip = -math.acos((_R + hg) / ro)
+            theta_dip = math.acos((_R + hg) / ro)
             for k in range(nk):
                 dx = sin_b[k]
                 dy = cos_b[k]
-                best = dip
+                best = -0.5 * math.pi
                 best_d = 0.0
                 s_map = 0.0
                 psi = 0.0
@@ -85,6 +85,12 @@ def _raymarch_kernel(
                     if e > best:
                         best = e
                         best_d = psi
+                # beyond where the search stopped, terrain continues at the observer's ground height
+                theta = max(max(psi / _R, theta_dip), 1e-12)
+                e = math.atan2((_R + hg) * math.cos(theta) - ro, (_R + hg) * math.sin(theta))
+                if e > best:
+                    best = e
+                    best_d = 0.0
                 out[wr, wc, k] = best
                 dist_out[wr, wc, k] = best_d
 
@@ -102,7 +108,7 @@ def raymarch_with_distance(
     """Reference ray-march: (horizon_deg, distance_m) each float64 (rows, cols, K).
 
     ``distance_m`` is the ground distance of the terrain point that sets the
-    horizon (0 where the bare-sphere dip wins); the accuracy benchmark uses it
+    horizon (0 where the terrain beyond the grids wins); the accuracy benchmark uses it
     to flag pixels whose reference horizon is set by the nearest samples.
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)

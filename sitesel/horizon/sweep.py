@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._common import _R, bearings_deg, bilinear, inv_k, window_slices
+from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
@@ -475,14 +475,22 @@ def _lateral_gradients(z):
     return gr, gc
 
 
+def _exit_distance_m(x_m, y_m, sin_b, cos_b, left, bottom, right, top):
+    """Map distance from each point along bearing b to the edge of the box (left, bottom, right, top)."""
+    big = np.inf
+    tx = (right - x_m) / sin_b if sin_b > 1e-12 else (left - x_m) / sin_b if sin_b < -1e-12 else big
+    ty = (top - y_m) / cos_b if cos_b > 1e-12 else (bottom - y_m) / cos_b if cos_b < -1e-12 else big
+    return np.maximum(np.minimum(tx, ty), 0.0)
+
+
 def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress, near_px=NEAR_RAY_PX):
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
     Per azimuth: the exact ray within ``near_px`` pixels, the sweep over ``terrain``
     beyond it; over ``far_field`` outside ``terrain``'s footprint, the exact ray
     within ``_FAR_RAY_FACTOR * near_px`` far-field pixels and the sweep beyond
-    ``near_px`` of them. The largest of these, floored at the observer's
-    bare-sphere dip.
+    ``near_px`` of them. The largest of these, floored by the terrain beyond the
+    grids (see ``continuation_tan``).
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
     grid = terrain.grid
@@ -492,12 +500,8 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     zt = np.ascontiguousarray(z.T)
     hg = z[r0:r1, c0:c1].astype(np.float64)
     h_abs = hg + float(observer_height_m)
-    cos_dip = (_R + hg) / (_R + h_abs)
-    with np.errstate(invalid="ignore"):
-        tan_dip = -np.sqrt(np.maximum(0.0, 1.0 - cos_dip * cos_dip)) / cos_dip
     grad_row, grad_col = _lateral_gradients(z)
-    obs = {False: (np.ascontiguousarray(h_abs), np.ascontiguousarray(tan_dip))}
-    obs[True] = (np.ascontiguousarray(h_abs.T), np.ascontiguousarray(tan_dip.T))
+    h_abs_t = {False: np.ascontiguousarray(h_abs), True: np.ascontiguousarray(h_abs.T)}
     grads = {False: np.ascontiguousarray(grad_row[r0:r1, c0:c1]),
              True: np.ascontiguousarray(grad_col[r0:r1, c0:c1].T)}
     zero_grads = {t: np.zeros_like(grads[t]) for t in (False, True)}
@@ -518,6 +522,10 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot,
                           near_px * far_field.grid.resolution_m, zero_grads))
         far_near_tan = np.full(h_abs.shape, -np.inf)
+    # where a search leaves the supplied grids (their bounding box), for the continuation floor
+    outer = [grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
+    left, bottom = min(b[0] for b in outer), min(b[1] for b in outer)
+    right, top = max(b[2] for b in outer), max(b[3] for b in outer)
     bearings = np.radians(bearings_deg(n_azimuths))
     out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)
     accs = [np.zeros(h_abs.shape) for _ in occluders]
@@ -526,6 +534,11 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     stage = np.empty((min(_STAGE, len(bearings)),) + h_abs.shape, np.float32)
     for k, b in enumerate(bearings):
         results = []
+        exit_m = _exit_distance_m(xw, yw, math.sin(b), math.cos(b), left, bottom, right, top) * inv_k_scale
+        with np.errstate(invalid="ignore"):
+            tan_floor = continuation_tan(hg, float(observer_height_m), exit_m)
+        obs = {False: (h_abs_t[False], np.ascontiguousarray(tan_floor)),
+               True: (h_abs_t[True], np.ascontiguousarray(tan_floor.T))}
         for (ogrid, oz, ozt, foot, lag_m, grad), acc in zip(occluders, accs):
             f = _sweep_frames(grid, r0, c0, ogrid, b)
             lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
