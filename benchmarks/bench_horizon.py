@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -48,6 +47,7 @@ from sitesel.constants import MOON_RADIUS_M
 from sitesel.horizon import bearings_deg, horizon_map, raymarch_with_distance
 from sitesel.terrain.grid import Grid, xy_to_latlon, xy_to_xyz
 from sitesel.terrain.model import Terrain
+from sitesel.terrain.synthetic import fractal_heights
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (512, 1024, 2048)
@@ -62,14 +62,7 @@ H_OBS = 2.0
 
 def fractal_terrain(n, seed=1, rms_slope_deg=15.0, res_m=RES_M, centre_y_m=-150e3, beta=2.2):
     """Seeded spectral fractal (amplitude ~ k^-beta) with a given RMS slope, 170 km from the pole."""
-    rng = np.random.default_rng(seed)
-    k = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
-    k[0, 0] = 1.0
-    spec = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * k**-beta
-    spec[0, 0] = 0.0
-    z = np.real(np.fft.ifft2(spec))
-    gy, gx = np.gradient(z, res_m)
-    z *= math.tan(math.radians(rms_slope_deg)) / np.sqrt(np.mean(gx**2 + gy**2))
+    z = fractal_heights(n, res_m, seed, rms_slope_deg, beta)
     grid = Grid.centred((n, n), res_m, 0.0, centre_y_m)
     return Terrain(z.astype(np.float32), grid, {"generator": "fractal", "seed": seed, "rms_slope_deg": rms_slope_deg})
 

@@ -14,7 +14,7 @@ from sitesel.horizon import (
 )
 from sitesel.terrain.grid import Grid, local_frame, scale_factor, xy_to_latlon, xy_to_xyz
 from sitesel.terrain.model import Terrain
-from sitesel.terrain.synthetic import synthetic_south_pole
+from sitesel.terrain.synthetic import fractal_heights, synthetic_south_pole
 
 R = MOON_RADIUS_M
 RES = 20.0
@@ -33,14 +33,7 @@ def flat(n, centre_y_m=-60e3):
 
 def fractal(n, seed, rms_slope_deg=15.0, beta=2.2):
     """Seeded spectral fractal heights (m) with a given RMS slope at RES metres per pixel."""
-    rng = np.random.default_rng(seed)
-    k = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
-    k[0, 0] = 1.0
-    spec = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * k**-beta
-    spec[0, 0] = 0.0
-    z = np.real(np.fft.ifft2(spec))
-    gy, gx = np.gradient(z, RES)
-    return z * np.tan(np.radians(rms_slope_deg)) / np.sqrt(np.mean(gx**2 + gy**2))
+    return fractal_heights(n, RES, seed, rms_slope_deg, beta)
 
 
 def exact_elevation_deg(grid, row, col, h_obs, target_xy, target_h):

@@ -513,3 +513,21 @@ def _noise(x, y, octaves, res):
             np.array([o["key"] for o, _ in kept], dtype=np.uint64),
         )
     return out
+
+
+def fractal_heights(n: int, resolution_m: float, seed: int, rms_slope_deg: float = 15.0,
+                    beta: float = 2.2) -> np.ndarray:
+    """Seeded spectral fractal heights (metres, float64, shape (n, n)) with a given RMS slope.
+
+    The amplitude spectrum falls as k^-beta; the heights are scaled so that
+    the RMS gradient at ``resolution_m`` is tan(``rms_slope_deg``). A rough
+    test terrain for the horizon kernels (periodic, so it tiles seamlessly).
+    """
+    rng = np.random.default_rng(seed)
+    k = np.hypot(np.fft.fftfreq(n)[:, None], np.fft.fftfreq(n)[None, :])
+    k[0, 0] = 1.0
+    spectrum = (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))) * k**-beta
+    spectrum[0, 0] = 0.0
+    z = np.real(np.fft.ifft2(spectrum))
+    gy, gx = np.gradient(z, resolution_m)
+    return z * np.tan(np.radians(rms_slope_deg)) / np.sqrt(np.mean(gx**2 + gy**2))
