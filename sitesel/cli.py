@@ -21,6 +21,9 @@ from .errors import SiteselError
 
 EXIT_INPUT_ERROR = 2
 
+#: Largest DEM (pixels) that `run` reads whole; bigger products need a [region].
+MAX_WHOLE_DEM_PX = 8192 * 8192
+
 #: The demo's far field: the whole 400 km synthetic world at 1 km/px.
 DEMO_FAR_FIELD_PX = 400
 DEMO_FAR_FIELD_RESOLUTION_M = 1000.0
@@ -147,6 +150,7 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
         region = region_from_config(config["region"])
         terrain, window = read_terrain_with_halo(config["dem"]["path"], region, config["horizon"]["halo_km"] * 1e3)
     else:
+        _check_whole_dem_fits(config["dem"]["path"])
         terrain = read_terrain(config["dem"]["path"])
     far_field = None
     if "far_field" in config["dem"]:
@@ -159,6 +163,19 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     finally:
         if client is not None:
             client.close()
+
+
+def _check_whole_dem_fits(path):
+    """Refuse to read a multi-GB product whole: such products are analysed by [region]."""
+    from .terrain.io import open_dem
+
+    with open_dem(path) as src:
+        rows, cols = src.grid.shape
+    if rows * cols > MAX_WHOLE_DEM_PX:
+        raise SiteselError(
+            f"{path} is {rows} x {cols} px ({rows * cols * 4 / 1e9:.1f} GB as float32), too large to analyse whole; "
+            "add a [region] (centre_lat_deg, centre_lon_deg, radius_km) to the config"
+        )
 
 
 def _dask_client(workers, scheduler):

@@ -181,3 +181,14 @@ def test_run_with_region_and_nan_holes(tmp_path, capsys):
     # Holes are nodata and never feasible; pixels away from the holes keep finite values.
     assert np.all(feasible[~np.isfinite(lit)] == 0)
     assert np.isfinite(lit).mean() > 0.8
+
+
+def test_huge_dem_without_region_is_refused(small_dem, tmp_path, capsys, monkeypatch):
+    import sitesel.cli
+
+    monkeypatch.setattr(sitesel.cli, "MAX_WHOLE_DEM_PX", 32 * 32)
+    cfg = tmp_path / "whole.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err, "64 x 64 px", "[region]")
+    assert not (tmp_path / "out").exists()
