@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -162,17 +163,21 @@ def compute(
     )
     timings["surface"] = time.perf_counter() - clock
 
-    def compute_tile(tile):
+    def compute_tile(tile, on_step=None):
+        """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility pass."""
         rows, cols = in_terrain(tile)
         result = {}
         for i, height_m in enumerate(heights_m):
             horizon_deg = horizon_map(
-                terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field
+                terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field,
+                progress=None if on_step is None else lambda done, total: on_step(),
             )
             layers = visibility_layers(terrain, horizon_deg, gap_track, height_m, rows=rows, cols=cols,
                                        long_night_h=LONG_NIGHT_H)
             if binned is not None:
                 layers.update(visibility_fractions(terrain, horizon_deg, binned, height_m, rows=rows, cols=cols))
+            if on_step is not None:
+                on_step()
             for name in TILE_LAYERS:
                 result[f"{name}@{i}"] = layers[name]
         return result
@@ -182,8 +187,17 @@ def compute(
                   [r0, c0, *analysed.shape])
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
-    with Progress(len(tiles), "horizon + visibility", unit="tile", quiet=quiet) as bar:
-        results = run_tiles(compute_tile, tiles, store, resume=resume, progress=lambda _: bar.advance(), client=client)
+    # Progress counts azimuths and visibility passes; a finished (or resumed) tile jumps to its share.
+    steps_per_tile = len(heights_m) * (n_azimuths + 1)
+    with Progress(len(tiles) * steps_per_tile, "horizon + visibility", unit="step", quiet=quiet) as bar:
+        finished = []
+
+        def tile_done(tile):
+            finished.append(tile)
+            bar.set(len(finished) * steps_per_tile)
+
+        work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
+        results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)
     timings["horizon_visibility"] = time.perf_counter() - clock
 
     height_layers = {}

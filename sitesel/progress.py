@@ -19,6 +19,10 @@ class Progress:
     def advance(self, n: int = 1) -> None:
         self._bar.update(n)
 
+    def set(self, n: int) -> None:
+        """Jump to an absolute count (e.g. after a finished tile)."""
+        self._bar.update(n - self._bar.n)
+
     def __enter__(self) -> "Progress":
         return self
 
