@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .config import resolve_period
@@ -10,7 +12,7 @@ from .errors import SiteselError
 from .horizon import bearings_deg, horizon_map
 from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
-from .terrain.io import Region, read_terrain
+from .terrain.io import Region, open_dem, read_terrain
 
 
 def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: float = 2.0,
@@ -28,11 +30,20 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     start, end, step_hours = resolve_period(period)
     track = body_track(start, end, step_hours)
 
-    region = Region(centre_lat_deg=lat_deg, centre_lon_deg=lon_deg, radius_km=max_distance_m / 1e3)
-    terrain = read_terrain(dem_path, region=region)
     x_m, y_m = latlon_to_xy(lat_deg, lon_deg)
-    if not terrain.grid.contains(x_m, y_m):
-        raise SiteselError(f"point {lat_deg} {lon_deg} is outside the DEM {dem_path}; pick a point the DEM covers")
+    with open_dem(dem_path) as src:
+        if not src.grid.contains(x_m, y_m):
+            left, bottom, right, top = src.grid.bounds_m
+            raise SiteselError(
+                f"point {lat_deg} {lon_deg} (x {x_m / 1e3:.1f} km, y {y_m / 1e3:.1f} km) is outside {dem_path} "
+                f"(x {left / 1e3:.1f}..{right / 1e3:.1f} km, y {bottom / 1e3:.1f}..{top / 1e3:.1f} km); "
+                "pick a point the DEM covers"
+            )
+    region = Region(centre_lat_deg=lat_deg, centre_lon_deg=lon_deg, radius_km=max_distance_m / 1e3)
+    with warnings.catch_warnings():
+        # The search radius reaching past a small DEM is normal here: the horizon uses what there is.
+        warnings.simplefilter("ignore")
+        terrain = read_terrain(dem_path, region=region)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
     row, col = int(np.clip(np.rint(row_f), 0, terrain.shape[0] - 1)), int(np.clip(np.rint(col_f), 0, terrain.shape[1] - 1))
     ground_m = float(terrain.height_m[row, col])

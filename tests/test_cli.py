@@ -112,7 +112,7 @@ def test_site_plot(small_dem, tmp_path, capsys):
 
 def test_point_outside_dem(small_dem, capsys):
     code, _, err = run_cli(["site", "-80", "0", "--dem", small_dem], capsys)
-    assert_one_line_error(code, err)
+    assert_one_line_error(code, err, "point -80.0 0.0", "is outside")
 
 
 def test_reversed_dates(small_dem, capsys):
