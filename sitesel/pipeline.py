@@ -217,6 +217,8 @@ def compute(
     layers["feasible"] = feasible
     layers["score"] = score
     sites = rank_sites(score, feasible, layers, analysed.grid, profile)
+    for site in sites:
+        site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
     timings["scoring_ranking"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
