@@ -192,3 +192,21 @@ def test_huge_dem_without_region_is_refused(small_dem, tmp_path, capsys, monkeyp
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
     assert_one_line_error(code, err, "64 x 64 px", "[region]")
     assert not (tmp_path / "out").exists()
+
+
+def test_run_with_two_heights_and_years(small_dem, tmp_path, capsys):
+    cfg = tmp_path / "heights.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[observer]\nheight_m = [0.0, 10.0]\n'
+                   '[time]\nstep_hours = 48\n[horizon]\nazimuths = 36\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--years", "2", "--quiet"], capsys)
+    assert code == 0, err
+    for height in ("h0m", "h10m"):
+        for name in ("sun_lit_fraction", "longest_night_h", "psr", "psr_distance_m"):
+            assert (out / "layers" / height / f"{name}.tif").is_file()
+    assert (out / "layers" / "h0m" / "sun_lit_fraction.tif").read_bytes() != (
+        out / "layers" / "h10m" / "sun_lit_fraction.tif").read_bytes()
+    report = (out / "report.md").read_text()
+    assert "Observer heights compared" in report
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["run"]["period"]["end"] == "2028-12-31T12:00:00"  # 2 Julian years of 365.25 days
