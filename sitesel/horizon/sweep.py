@@ -27,6 +27,9 @@ NEAR_RAY_PX = 8.0
 
 _STAGE = 16
 
+#: Pixels per block of the staged copy-out (see ``_flush``).
+_FLUSH_BLOCK = 64
+
 #: Round-off tolerance (pixels) of a sweep line's lateral position at the grid edge.
 _Q_SNAP = 1e-9
 
@@ -116,10 +119,51 @@ def _hull_tangent(hx, hy, n, xo, yo, guess):
     return hi - 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _floor_tan(x_m, y_m, sin_b, cos_b, box, ground_m, observer_height_m, tan_dip):
+    """``continuation_tan`` of one observer at map point (x_m, y_m) looking along bearing b.
+
+    The search leaves the box (left, bottom, right, top) at the map distance
+    found here; divided by the scale factor it is the ground distance.
+    ``tan_dip`` is the floor at exit distance 0 (the tangent point), which is
+    also the floor for every exit nearer than the tangent point.
+    """
+    tx = np.inf
+    if sin_b > 1e-12:
+        tx = (box[2] - x_m) / sin_b
+    elif sin_b < -1e-12:
+        tx = (box[0] - x_m) / sin_b
+    ty = np.inf
+    if cos_b > 1e-12:
+        ty = (box[3] - y_m) / cos_b
+    elif cos_b < -1e-12:
+        ty = (box[1] - y_m) / cos_b
+    theta = max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R
+    if theta < 0.25:
+        # Taylor series: the omitted terms are below 1e-17 relative here, and libm's
+        # sin and cos would make this branch the costliest part of the sweep
+        t2 = theta * theta
+        sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0 * (
+            1.0 - t2 / 72.0 * (1.0 - t2 / 110.0)))))
+        cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0 * (
+            1.0 - t2 / 90.0 * (1.0 - t2 / 132.0)))))
+    else:
+        sin_t = math.sin(theta)
+        cos_t = math.cos(theta)
+    r_ground = _R + ground_m
+    r_obs = r_ground + observer_height_m
+    if r_obs * cos_t >= r_ground:  # nearer than the tangent point
+        return tan_dip
+    return (r_ground * cos_t - r_obs) / (r_ground * sin_t)
+
+
+# fastmath without nnan / ninf: NaN marks nodata and -inf "no horizon yet". Fused and
+# reciprocal arithmetic moves results by ~1e-6 deg and speeds the kernel up by ~13 %.
+@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
 def _sweep_kernel(
     a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, along_per_q, lag_t,
-    h_abs, tan_dip, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
+    h_abs, ground, tan_dip, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
+    obs_grid, sin_b, cos_b, box, observer_height_m,
 ):
     """Accumulate w * tan(horizon elevation) of every window observer from every line.
 
@@ -134,6 +178,12 @@ def _sweep_kernel(
     profile relative to the observer and the two lines' biases cancel.
     ``acc`` is always in window (row, col) layout: ``acc_transposed`` says the
     kernel's (q, p) are (col, row), so the caller reads it without a transpose.
+
+    Each line's result is floored by ``continuation_tan`` (bearing b, grids'
+    bounding ``box``). That floor never exceeds its value at exit distance 0,
+    ``tan_dip`` (the bare-sphere dip), so it is only evaluated, from the
+    observer's ``ground`` height and its map position (terrain grid
+    ``obs_grid`` = (x0, y0, resolution)), where the terrain gives less.
     """
     nq, npp = a.shape
     nwq, nwp = h_abs.shape
@@ -251,7 +301,7 @@ def _sweep_kernel(
                         hab = h_abs[wq, wp] - dq * grad_q[wq, wp]
                         if not np.isfinite(hab):
                             continue
-                        tv = tan_dip[wq, wp]
+                        tv = -np.inf
                         if n_hull > 0:
                             # the observer's foot on this line, as a central angle from the sample
                             dlt = (t_obs + dq * shift_t - t) * dth_step
@@ -270,7 +320,16 @@ def _sweep_kernel(
                             fwd = ddx * co - ddy * so
                             up = ddx * so + ddy * co
                             if fwd > 0.0:
-                                tv = max(tv, up / fwd)
+                                tv = up / fwd
+                        if not tv >= tan_dip[wq, wp]:
+                            if acc_transposed:
+                                row, col = op + wp, oq + wq
+                            else:
+                                row, col = oq + wq, op + wp
+                            x_o = obs_grid[0] + (col + 0.5) * obs_grid[2]
+                            y_o = obs_grid[1] - (row + 0.5) * obs_grid[2]
+                            tv = max(tv, _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
+                                                    observer_height_m, tan_dip[wq, wp]))
                         if acc_transposed:
                             acc[wp, wq] += w * tv
                         else:
@@ -448,12 +507,20 @@ def _store(acc, acc_far, near_tan, has_far, valid, stage):
 
 @njit(cache=True, parallel=True)
 def _flush(stage, n, out, k0):
-    """Copy n staged azimuth planes into out[:, :, k0:k0 + n] (writes contiguous per pixel)."""
+    """Copy n staged azimuth planes into out[:, :, k0:k0 + n].
+
+    Blocks of ``_FLUSH_BLOCK`` pixels keep the strided writes of one block in
+    the L1 cache while each plane is read contiguously.
+    """
     _, nr, nc = stage.shape
     for r in prange(nr):
-        for c in range(nc):
+        for cb in range(0, nc, _FLUSH_BLOCK):
+            ce = min(cb + _FLUSH_BLOCK, nc)
             for j in range(n):
-                out[r, c, k0 + j] = stage[j, r, c]
+                plane = stage[j, r]
+                k = k0 + j
+                for c in range(cb, ce):
+                    out[r, c, k] = plane[c]
 
 
 def _lateral_gradients(z):
@@ -473,14 +540,6 @@ def _lateral_gradients(z):
     gr[~np.isfinite(gr)] = 0.0
     gc[~np.isfinite(gc)] = 0.0
     return gr, gc
-
-
-def _exit_distance_m(x_m, y_m, sin_b, cos_b, left, bottom, right, top):
-    """Map distance from each point along bearing b to the edge of the box (left, bottom, right, top)."""
-    big = np.inf
-    tx = (right - x_m) / sin_b if sin_b > 1e-12 else (left - x_m) / sin_b if sin_b < -1e-12 else big
-    ty = (top - y_m) / cos_b if cos_b > 1e-12 else (bottom - y_m) / cos_b if cos_b < -1e-12 else big
-    return np.maximum(np.minimum(tx, ty), 0.0)
 
 
 def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress, near_px=NEAR_RAY_PX):
@@ -532,19 +591,22 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     # azimuth planes are staged and copied out a few at a time: writing out[:, :, k] for one
     # k at a time touches a new cache line per pixel
     stage = np.empty((min(_STAGE, len(bearings)),) + h_abs.shape, np.float32)
+    box = np.array([left, bottom, right, top])
+    obs_grid = np.array([grid.x0_m, grid.y0_m, grid.resolution_m])
+    # the continuation floor's largest value, whatever the exit distance: the kernel
+    # evaluates the floor itself only where the terrain's horizon is below this
+    with np.errstate(invalid="ignore"):
+        tan_dip = continuation_tan(hg, float(observer_height_m), 0.0)
+    obs = {False: (h_abs_t[False], np.ascontiguousarray(hg), np.ascontiguousarray(tan_dip)),
+           True: (h_abs_t[True], np.ascontiguousarray(hg.T), np.ascontiguousarray(tan_dip.T))}
     for k, b in enumerate(bearings):
         results = []
-        exit_m = _exit_distance_m(xw, yw, math.sin(b), math.cos(b), left, bottom, right, top) * inv_k_scale
-        with np.errstate(invalid="ignore"):
-            tan_floor = continuation_tan(hg, float(observer_height_m), exit_m)
-        obs = {False: (h_abs_t[False], np.ascontiguousarray(tan_floor)),
-               True: (h_abs_t[True], np.ascontiguousarray(tan_floor.T))}
         for (ogrid, oz, ozt, foot, lag_m, grad), acc in zip(occluders, accs):
             f = _sweep_frames(grid, r0, c0, ogrid, b)
             lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
             tr = f["transpose"]
             a = ozt if tr else oz
-            h_o, td = obs[tr]
+            h_o, ground_o, td = obs[tr]
             acc[:] = 0.0
             nwq, nwp = h_o.shape
             corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
@@ -553,8 +615,9 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
             i_hi = math.floor(max(corners)) + 1
             _sweep_kernel(
                 a, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
-                f["step_len"], f["along_per_q"], lag_t, h_o, td, grad[tr], f["aq"], f["ap"], f["s"],
-                f["oq"], f["op"], acc, tr, i_lo, i_hi,
+                f["step_len"], f["along_per_q"], lag_t, h_o, ground_o, td, grad[tr], f["aq"], f["ap"], f["s"],
+                f["oq"], f["op"], acc, tr, i_lo, i_hi, obs_grid, math.sin(b), math.cos(b), box,
+                float(observer_height_m),
             )
             results.append(acc)
         if near_px > 0:
