@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import math
@@ -88,15 +87,6 @@ def write_bytes(path, data: bytes) -> Path:
 def write_text(path, text: str) -> Path:
     """Atomically write UTF-8 ``text`` (Unix newlines) to ``path``; returns ``path``."""
     return write_bytes(path, text.encode("utf-8"))
-
-
-def file_sha256(path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_writable(out_dir) -> Path:

@@ -15,7 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .outputs import METRIC_COLUMNS, file_sha256, jsonable, write_text
+from .outputs import METRIC_COLUMNS, jsonable, write_text
+from .terrain.io import file_sha256
 
 #: Packages whose versions are recorded (distribution names).
 VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "rasterio", "skyfield", "matplotlib", "sitesel")
@@ -231,17 +232,21 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
 # --------------------------------------------------------------------------- manifest
 
 
+def _input_entry(path) -> dict:
+    sha256, scope = file_sha256(path)
+    return {"path": str(path), "sha256": sha256, "sha256_scope": scope, "size_bytes": Path(path).stat().st_size}
+
+
 def build_manifest(*, inputs, config: dict, timings: dict, extra: dict) -> dict:
     """The content of ``manifest.json``.
 
-    Keys: ``inputs`` (path, sha256, size_bytes of each input file), ``config``,
+    Keys: ``inputs`` (path, sha256 with its scope as in
+    :func:`sitesel.terrain.io.file_sha256`, size_bytes of each input file), ``config``,
     ``versions``, ``timings`` (seconds, rounded to ms), ``platform``, a
     ``note`` and every key of ``extra`` (which must not clash with these).
     """
     manifest = {
-        "inputs": [
-            {"path": str(p), "sha256": file_sha256(p), "size_bytes": Path(p).stat().st_size} for p in inputs
-        ],
+        "inputs": [_input_entry(p) for p in inputs],
         "config": jsonable(config),
         "versions": software_versions(),
         "timings": {str(k): round(float(v), 3) for k, v in timings.items()},

@@ -247,13 +247,12 @@ def test_geojson_ring_continuous_across_antimeridian_and_deterministic(tmp_path)
 # --------------------------------------------------------------------------- JSON, checksums, writability
 
 
-def test_write_json_and_sha256(tmp_path):
+def test_write_json(tmp_path):
     obj = {"b": np.float64(1.5), "a": [np.int64(3), float("nan")], "c": {"z": np.arange(2), "y": tmp_path}}
     path = outputs.write_json(tmp_path / "m.json", obj)
     text = path.read_text()
     assert text.endswith("}\n") and text.index('"a"') < text.index('"b"') < text.index('"c"')
     assert json.loads(text) == {"a": [3, None], "b": 1.5, "c": {"y": str(tmp_path), "z": [0, 1]}}
-    assert outputs.file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_check_writable(tmp_path):
@@ -307,7 +306,8 @@ def test_manifest_checksums_and_versions(tmp_path):
     manifest = report.build_manifest(inputs=[dem], config=config, timings={"horizon": 1.23456},
                                      extra={"run": {"profile": "ilrs"}})
     (entry,) = manifest["inputs"]
-    assert entry == {"path": str(dem), "sha256": hashlib.sha256(dem.read_bytes()).hexdigest(), "size_bytes": 10000}
+    assert entry == {"path": str(dem), "sha256": hashlib.sha256(dem.read_bytes()).hexdigest(), "sha256_scope": "full",
+                     "size_bytes": 10000}
     assert manifest["config"] == config
     assert manifest["timings"] == {"horizon": 1.235}  # seconds, to the ms
     assert manifest["run"] == {"profile": "ilrs"}
