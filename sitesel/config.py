@@ -41,24 +41,19 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import SiteselError
+from .terrain.io import Region, region_from_config
 
 _NUMBER = (int, float)
 
 #: section -> key -> (accepted types, default). ``None`` default = optional, absent.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
     "dem": {"path": ((str,), None), "far_field": ((str,), None)},
-    "region": {
-        "centre_lat_deg": (_NUMBER, None),
-        "centre_lon_deg": (_NUMBER, None),
-        "radius_km": (_NUMBER, None),
-        "x_min_m": (_NUMBER, None),
-        "x_max_m": (_NUMBER, None),
-        "y_min_m": (_NUMBER, None),
-        "y_max_m": (_NUMBER, None),
-    },
+    # The region's keys are the fields of terrain.io.Region, which also checks how they combine.
+    "region": {field.name: (_NUMBER, None) for field in fields(Region)},
     "time": {
         "start": ((str,), "2027-01-01"),
         "end": ((str,), None),
@@ -118,7 +113,9 @@ def validate_config(raw: dict, source: str = "config") -> dict:
                 raise SiteselError(f"{source}: unknown key '{key}.{sub}' (known in [{key}]: {known})")
             _check_type(f"{source}: key '{key}.{sub}'", subvalue, SCHEMA[key][sub][0])
             config[key][sub] = subvalue
-    if not raw.get("region"):
+    if raw.get("region"):
+        region_from_config(config["region"])  # a half-given circle or empty box fails here, not mid-run
+    else:
         config.pop("region")
     _check_values(config, source)
     return config

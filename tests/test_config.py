@@ -32,6 +32,7 @@ def test_years_span():
         ({"time": {"end": "2028-01-01", "years": 1}}, "either time.end or time.years"),
         ({"time": {"step_hours": 0}}, "step_hours must be positive"),
         ({"region": {"centre_lat": -89}}, "unknown key 'region.centre_lat'"),
+        ({"region": {"centre_lat_deg": -89.0}}, "must all be given"),
     ],
 )
 def test_bad_keys_and_types_are_named(raw, message):
