@@ -24,14 +24,7 @@ from .scoring import Profile, load_profile, profile_from_dict, score_layers
 from .surface import slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
-from .visibility import (
-    BinnedTrack,
-    point_series,
-    psr_area_km2,
-    psr_layers,
-    visibility_fractions,
-    visibility_layers,
-)
+from .visibility import point_series, psr_area_km2, psr_layers, visibility_layers
 
 #: Per-tile visibility layers (computed tile by tile, checkpointed).
 TILE_LAYERS = (
@@ -43,16 +36,8 @@ TILE_LAYERS = (
     "longest_sunlit_h",
     "n_long_nights",
 )
-#: Layers that need the time series (the others come from the binned track on long spans).
-GAP_LAYERS = ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights")
-
 #: Nights at least this long are counted in ``n_long_nights`` (3 days: a typical battery sizing case).
 LONG_NIGHT_H = 72.0
-
-#: Gap layers use at most this many time steps per pixel; a longer span uses a coarser
-#: step for those layers (the fractions stay exact through the binned track, and the
-#: top sites get exact gaps from their full time series).
-MAX_GAP_STEPS = 8784
 
 #: Every layer written to ``layers/``: name -> (units, description).
 LAYER_INFO = {
@@ -111,11 +96,6 @@ def resolve_profile(spec) -> Profile:
     return load_profile(spec)
 
 
-def gap_decimation(n_steps: int) -> int:
-    """Factor by which the track is thinned for the gap layers (1 = exact)."""
-    return max(1, -(-n_steps // MAX_GAP_STEPS))
-
-
 def compute(
     terrain: Terrain,
     config: dict,
@@ -152,9 +132,6 @@ def compute(
 
     clock = time.perf_counter()
     track = body_track(start, end, step_hours)
-    decimation = gap_decimation(len(track))
-    gap_track = track.decimated(decimation)
-    binned = BinnedTrack(track, n_azimuths) if decimation > 1 else None
     timings["ephemeris"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -172,10 +149,8 @@ def compute(
                 terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field,
                 progress=None if on_step is None else lambda done, total: on_step(),
             )
-            layers = visibility_layers(terrain, horizon_deg, gap_track, height_m, rows=rows, cols=cols,
+            layers = visibility_layers(terrain, horizon_deg, track, height_m, rows=rows, cols=cols,
                                        long_night_h=LONG_NIGHT_H)
-            if binned is not None:
-                layers.update(visibility_fractions(terrain, horizon_deg, binned, height_m, rows=rows, cols=cols))
             if on_step is not None:
                 on_step()
             for name in TILE_LAYERS:
@@ -233,23 +208,12 @@ def compute(
             site["lat"], site["lon"], float(analysed.height_m[site["row"], site["col"]]),
             heights_m[0], horizon_deg, track,
         )
-        if decimation > 1:
-            # The map's gap layers are coarse on long spans; the sites get the exact values.
-            for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h"):
-                site[name] = series[name]
         site_horizons.append(horizon_deg)
         site_series.append(series)
     timings["sites"] = time.perf_counter() - clock
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
-    coarse = (f"coarse pass: every {decimation}th step ({len(gap_track)} steps of {gap_track.step_hours:g} h); "
-              "exact per time step at the ranked sites in sites.csv")
-    binned_note = f"binned by Sun/Earth longitude over all {len(track)} steps (error < 0.5 percentage points)"
     methods = {name: exact for name in TILE_LAYERS}
-    if decimation > 1:
-        methods.update({name: coarse for name in GAP_LAYERS})
-        methods.update({name: binned_note for name in ("sun_lit_fraction", "sun_disc_fraction",
-                                                       "earth_visible_fraction")})
     methods["psr"] = methods["psr_distance_m"] = methods["sun_lit_fraction"]
 
     return RunResult(

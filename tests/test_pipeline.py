@@ -1,4 +1,4 @@
-"""The pipeline's own logic: observer-height lists and the long-span (coarse gap) mode."""
+"""The pipeline's own logic: observer-height lists and exact layers over multi-year spans."""
 
 import numpy as np
 import pytest
@@ -44,28 +44,22 @@ def test_every_height_gets_its_layers_and_a_mast_sees_more_sun(exact_run):
     assert comparison[1]["psr_area_km2"] <= comparison[0]["psr_area_km2"]
 
 
-def test_long_span_uses_binned_fractions_and_coarse_gaps(terrain, exact_run, tmp_path, monkeypatch):
-    # Force the long-span path on a short run: the gap layers then use every 4th step.
-    monkeypatch.setattr(pipeline, "MAX_GAP_STEPS", 200)
-    coarse = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path, quiet=True)
-    assert "binned" in coarse.layer_methods["sun_lit_fraction"]
-    assert "coarse" in coarse.layer_methods["longest_night_h"]
-    for name in ("sun_lit_fraction", "earth_visible_fraction"):
-        diff = np.abs(coarse.layers[name] - exact_run.layers[name])
-        assert np.nanmax(diff) <= 0.005, name  # the binning bound: 0.5 percentage points
-    # The coarse gap layers are the exact per-step computation on the thinned track:
-    # check a few pixels against the one-point reference on that track.
+def test_multi_year_layers_are_exact_per_step(terrain, exact_run):
+    # Every map layer comes from every time step, however long the span: check a few
+    # pixels against the one-point per-step computation on the run's whole track.
     from sitesel.horizon import horizon_map
     from sitesel.visibility import point_series
 
-    thinned = exact_run.track.decimated(4)
+    for name in ("sun_lit_fraction", "longest_night_h", "longest_blackout_h", "n_long_nights"):
+        assert exact_run.layer_methods[name].startswith("exact per time step"), name
+    track = exact_run.track
+    assert len(track) > 700  # two years of 24 h steps
     lat, lon = terrain.grid.latlon()
     for row, col in [(5, 7), (20, 20), (33, 12)]:
         horizon_deg = horizon_map(terrain, 72, 0.0, rows=slice(row, row + 1), cols=slice(col, col + 1))[0, 0]
         reference = point_series(lat[row, col], lon[row, col], float(terrain.height_m[row, col]), 0.0,
-                                 horizon_deg, thinned)
-        for name in ("longest_night_h", "longest_blackout_h"):
-            assert coarse.layers[name][row, col] == pytest.approx(reference[name], abs=2 * thinned.step_hours), name
-    # The ranked sites carry exact gaps from their full time series.
-    for site, series in zip(coarse.sites, coarse.site_series):
-        assert site["longest_night_h"] == series["longest_night_h"]
+                                 horizon_deg, track)
+        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h"):
+            assert exact_run.layers[name][row, col] == pytest.approx(reference[name], abs=track.step_hours), name
+        for name in ("sun_lit_fraction", "earth_visible_fraction"):
+            assert exact_run.layers[name][row, col] == pytest.approx(reference[name], abs=0.005), name

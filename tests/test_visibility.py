@@ -262,3 +262,44 @@ def test_window_and_progress(track):
                              progress=seen.append)
     assert sum(seen) == 9
     np.testing.assert_array_equal(part["sun_lit_fraction"], full["sun_lit_fraction"][2:5, 1:4])
+
+
+def test_cell_scan_counts_every_step_like_a_plain_loop():
+    """The cell-by-cell scan decides whole cells at once; it must count exactly what a
+    plain loop over every step, with the same threshold curve, counts."""
+    from sitesel import visibility as vis
+
+    long_track = body_track("2026-01-01", "2029-01-01", 3.0, use_cache=False)
+    terrain = terrain_at(-89.5, 30.0, 4)
+    horizon = rugged_horizon(terrain.shape, seed=7)
+    horizon[0, 0] = 12.0  # never lit: whole cells hidden
+    horizon[0, 1] = -3.0  # always lit: whole cells visible
+    got = visibility_layers(terrain, horizon, long_track, 2.0, long_night_h=48.0)
+    px = vis._Pixels(terrain, horizon, 2.0, None, None)
+    n_bins = 2 * K
+    bearing = np.radians(BEARINGS)
+    for p in range(terrain.height_m.size):
+        i, j = divmod(p, terrain.shape[1])
+        nodes = [np.empty(K) for _ in range(4)]
+        sun = vis._BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins)
+        earth = vis._BodySteps(long_track.earth_m, 0.0, n_bins)
+        vis._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
+                           np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
+                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *nodes)
+        for body, lam, delta in ((sun, nodes[0], nodes[1]), (earth, nodes[2], nodes[3])):
+            table = vis._threshold_table(lam, delta, n_bins)
+            margin = np.array([vis._margin(*table, body.lam_deg[t], body.bin[t], body.key_deg[t])
+                               for t in range(len(long_track))])
+            visible = margin > 0.0
+            if body is sun:
+                assert got["sun_lit_fraction"][i, j] == pytest.approx(visible.mean(), abs=1e-6)
+                dark = runs(~visible)
+                assert got["longest_night_h"][i, j] == max(dark, default=0) * 3.0
+                assert got["longest_sunlit_h"][i, j] == max(runs(visible), default=0) * 3.0
+                assert got["n_long_nights"][i, j] == sum(n * 3.0 >= 48.0 for n in dark)
+                disc = vis.disc_visible_fraction(np.where(visible, margin / body.radius_deg - 1.0, -1.0))
+                assert got["sun_disc_fraction"][i, j] == pytest.approx(disc.mean(), abs=1e-4)
+            else:
+                assert got["earth_visible_fraction"][i, j] == pytest.approx(visible.mean(), abs=1e-6)
+                assert got["longest_blackout_h"][i, j] == max(runs(~visible), default=0) * 3.0
+    assert got["sun_lit_fraction"][0, 0] == 0.0 and got["sun_lit_fraction"][0, 1] == 1.0
