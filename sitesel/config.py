@@ -34,7 +34,7 @@ Example::
     baseline_m = 20
 
     [run]
-    tile_px = 512
+    tile_px = 1024
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
     "observer": {"height_m": ((int, float, list), 2.0)},
     "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0), "halo_km": (_NUMBER, 10.0)},
     "surface": {"baseline_m": (_NUMBER, 20.0)},
-    "run": {"tile_px": ((int,), 512)},
+    "run": {"tile_px": ((int,), 1024)},
 }
 
 #: Top-level scalar keys.

@@ -106,6 +106,8 @@ class _BodySteps:
         (width_a, cap_a), (width_b, cap_b) = levels
         self.n_bins_a = round(360.0 / width_a)
         self.n_bins_b = round(360.0 / width_b)
+        self.packed = np.ascontiguousarray(np.column_stack(
+            [self.lam_deg, self.key_deg, self.radius_deg, self.bin.astype(np.float64)]))
         self.cells = _build_cells(self.lam_deg, self.key_deg, self.key_deg + 2.0 * self.radius_deg,
                                   self.n_bins_a, cap_a, self.n_bins_b, cap_b)
 
@@ -332,25 +334,8 @@ def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
         hi[j] = max(mx, v)
 
 
-@njit(cache=True, inline="always")
-def _add_run(state, n, visible, long_gap_steps):
-    """Append n steps of one state to the run counters
-    ``state`` = [visible steps, current dark run, current lit run, longest dark, longest lit, long dark runs]."""
-    if visible:
-        if state[1] >= long_gap_steps:
-            state[5] += 1
-        state[1] = 0
-        state[0] += n
-        state[2] += n
-        state[4] = max(state[4], state[2])
-    else:
-        state[2] = 0
-        state[1] += n
-        state[3] = max(state[3], state[1])
-
-
 @njit(cache=True)
-def _scan(lam_e, delta_e, slope_e, first, lam, bins, key, radius, cells_a, cells_b, a_first_b,
+def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b,
           lo_a, hi_a, lo_b, hi_b, disc_table, want_disc, long_gap_steps, state):
     """Exact pass over every time step for one pixel and body, decided cell by cell.
 
@@ -362,58 +347,89 @@ def _scan(lam_e, delta_e, slope_e, first, lam, bins, key, radius, cells_a, cells
     undecided is evaluated step by step. Every step is thus counted as the
     per-step evaluation would count it: this is exact, not an approximation.
 
-    Fills ``state`` (see :func:`_add_run`) and returns the sum of the visible
-    disc fraction.
+    ``steps`` (T, 4) holds each step's longitude, key, radius and longitude bin
+    side by side (one cache line per two steps). Fills ``state`` = [visible steps, 0, 0, longest hidden run, longest visible
+    run, hidden runs of at least ``long_gap_steps``] and returns the sum of the
+    visible disc fraction.
     """
     a_start, a_bin, a_kmin, a_kmax, a_kdisc = cells_a
     b_start, b_bin, b_kmin, b_kmax, b_kdisc = cells_b
-    state[:] = 0
+    n_vis = 0
+    run_off = 0
+    run_on = 0
+    longest_off = 0
+    longest_on = 0
+    n_long = 0
     disc_sum = 0.0
     top = disc_table.size - 1
     for a in range(a_bin.size):
-        n = a_start[a + 1] - a_start[a]
         ja = a_bin[a]
-        if a_kdisc[a] < lo_a[ja] - _CELL_EPS_DEG or (not want_disc and a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG):
-            _add_run(state, n, True, long_gap_steps)
+        lo = lo_a[ja] - _CELL_EPS_DEG
+        if a_kdisc[a] < lo or (not want_disc and a_kmax[a] < lo):
+            n = a_start[a + 1] - a_start[a]
+            if run_off >= long_gap_steps:
+                n_long += 1
+            run_off = 0
+            n_vis += n
+            run_on += n
+            longest_on = max(longest_on, run_on)
             disc_sum += n
             continue
         if a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
-            _add_run(state, n, False, long_gap_steps)
+            n = a_start[a + 1] - a_start[a]
+            run_on = 0
+            run_off += n
+            longest_off = max(longest_off, run_off)
             continue
         for b in range(a_first_b[a], a_first_b[a + 1]):
-            n = b_start[b + 1] - b_start[b]
             jb = b_bin[b]
-            if b_kdisc[b] < lo_b[jb] - _CELL_EPS_DEG or (not want_disc and b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG):
-                _add_run(state, n, True, long_gap_steps)
+            lo = lo_b[jb] - _CELL_EPS_DEG
+            n = b_start[b + 1] - b_start[b]
+            if b_kdisc[b] < lo or (not want_disc and b_kmax[b] < lo):
+                if run_off >= long_gap_steps:
+                    n_long += 1
+                run_off = 0
+                n_vis += n
+                run_on += n
+                longest_on = max(longest_on, run_on)
                 disc_sum += n
                 continue
             if b_kmin[b] >= hi_b[jb] + _CELL_EPS_DEG:
-                _add_run(state, n, False, long_gap_steps)
+                run_on = 0
+                run_off += n
+                longest_off = max(longest_off, run_off)
                 continue
-            for s in range(b_start[b], b_start[b + 1]):
-                m = _margin(lam_e, delta_e, slope_e, first, lam[s], bins[s], key[s])
-                if m > 0.0:
-                    _add_run(state, 1, True, long_gap_steps)
-                    if want_disc:
-                        u = m / radius[s] - 1.0
-                        if u >= 1.0:
-                            disc_sum += 1.0
-                        else:
-                            x = (u + 1.0) * 0.5 * top
-                            j = int(x)
-                            disc_sum += disc_table[j] + (x - j) * (disc_table[j + 1] - disc_table[j])
-                else:
-                    _add_run(state, 1, False, long_gap_steps)
-    if state[1] >= long_gap_steps:
-        state[5] += 1
+            # Undecided steps near the threshold: written without branches on the
+            # state, which is close to random here and would mispredict.
+            for t in range(b_start[b], b_start[b + 1]):
+                m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
+                v = np.int64(m > 0.0)
+                n_long += v & np.int64(run_off >= long_gap_steps)
+                run_off = (run_off + 1) * (1 - v)
+                run_on = (run_on + 1) * v
+                n_vis += v
+                longest_on = max(longest_on, run_on)
+                longest_off = max(longest_off, run_off)
+                if want_disc:
+                    x = min(max(m / steps[t, 2], 0.0), 2.0) * 0.5 * top
+                    j = min(int(x), top - 1)
+                    disc_sum += disc_table[j] + (x - j) * (disc_table[j + 1] - disc_table[j])
+    if run_off >= long_gap_steps:
+        n_long += 1
+    state[0] = n_vis
+    state[1] = 0
+    state[2] = 0
+    state[3] = longest_off
+    state[4] = longest_on
+    state[5] = n_long
     return disc_sum
 
 
 @njit(cache=True, parallel=True)
 def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
-                       s_lam, s_bin, s_key, s_rad, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
+                       s_steps, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
                        s_used_a, s_used_b,
-                       e_lam, e_bin, e_key, e_dist, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b,
+                       e_steps, e_dist, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b,
                        n_bins, disc_table, long_night_steps, out):
     """out[:, :] columns: sun steps lit, disc sum, longest dark, longest lit, long
     nights, earth steps visible, longest blackout (NaN where invalid)."""
@@ -442,7 +458,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         hi_b = np.empty(s_used_b.size)
         _bin_ranges(lam_e, delta_e, slope_e, s_used_a.size, s_used_a, lo_a, hi_a)
         _bin_ranges(lam_e, delta_e, slope_e, s_used_b.size, s_used_b, lo_b, hi_b)
-        disc = _scan(lam_e, delta_e, slope_e, first, s_lam, s_bin, s_key, s_rad, s_cells_a, s_cells_b,
+        disc = _scan(lam_e, delta_e, slope_e, first, s_steps, s_cells_a, s_cells_b,
                      s_a_first_b, lo_a, hi_a, lo_b, hi_b, disc_table, True, long_night_steps, state)
         out[p, 0] = state[0]
         out[p, 1] = disc
@@ -456,7 +472,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         hi_b = np.empty(e_used_b.size)
         _bin_ranges(lam_e, delta_e, slope_e, e_used_a.size, e_used_a, lo_a, hi_a)
         _bin_ranges(lam_e, delta_e, slope_e, e_used_b.size, e_used_b, lo_b, hi_b)
-        _scan(lam_e, delta_e, slope_e, first, e_lam, e_bin, e_key, e_key, e_cells_a, e_cells_b,
+        _scan(lam_e, delta_e, slope_e, first, e_steps, e_cells_a, e_cells_b,
               e_a_first_b, lo_a, hi_a, lo_b, hi_b, disc_table, False, 1 << 62, state)
         out[p, 5] = state[0]
         out[p, 6] = state[3]
@@ -541,9 +557,8 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
         b = min(a + chunk, n_pix)
         _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
                            px.horizon_deg[a:b], px.valid[a:b],
-                           sun.lam_deg, sun.bin, sun.key_deg, sun.radius_deg, sun.mean_radius_deg,
-                           sun.mean_distance_m, *sun.cells, *_used_bins(sun),
-                           earth.lam_deg, earth.bin, earth.key_deg, earth.mean_distance_m, *earth.cells,
+                           sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *_used_bins(sun),
+                           earth.packed, earth.mean_distance_m, *earth.cells,
                            *_used_bins(earth), n_bins, _DISC_TABLE, long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
