@@ -430,17 +430,29 @@ def _near_offsets(bearing_rad, near_px):
     return ir.astype(np.int64), ic.astype(np.int64), dr - ir, dc - ic, s_px
 
 
+#: Beyond the fine grid the exact far-field ray steps by this fraction of its
+#: distance (at least half a fine pixel): an elevation error from a feature
+#: between samples scales with step / distance.
+_FAR_RAY_REL_STEP = 0.01
+
+
 @njit(cache=True, parallel=True)
 def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, max_dist, out_tan):
     """Largest tan(elevation) of the far field along each observer's exact ray, up to ``max_dist``.
 
-    Like the reference: half fine-pixel steps, ground distance integrated with the
-    scale factor, exact curvature, far-field heights (bilinear) only where the ray
-    point lies outside the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res).
+    Like the reference: ground distance integrated with the scale factor, exact
+    curvature, far-field heights (bilinear) only where the ray point lies outside
+    the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res). While the ray is
+    still on the fine grid nothing is sampled, so it moves in steps of about a
+    quarter far pixel (a whole number of the reference's half fine pixels, so
+    that the samples beyond fall where the reference's do); beyond, the step is
+    ``_FAR_RAY_REL_STEP`` of the distance, and at least half a fine pixel.
     Observers whose ray stays on the fine grid up to ``max_dist`` get -inf at once.
     """
     nwr, nwc = h_abs.shape
-    step = 0.5 * res
+    fine_step = 0.5 * res
+    # a whole number of fine steps, so the samples beyond the exit fall where the reference's do
+    coarse_step = fine_step * max(1.0, math.floor(0.25 * fres / fine_step))
     for wr in prange(nwr):
         r = r0 + wr
         for wc in range(nwc):
@@ -459,7 +471,7 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                 s_exit = min(s_exit, (nc - 1 - c) * res / dx)
             elif dx < -1e-12:
                 s_exit = min(s_exit, c * res / -dx)
-            if s_exit > max_dist + step:
+            if s_exit > max_dist + fine_step:
                 continue
             ro = _R + hab
             xo = x0 + (c + 0.5) * res
@@ -468,7 +480,13 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
             psi = 0.0
             s_map = 0.0
             ik_prev = inv_k(xo, yo)
-            while s_map + step <= max_dist:
+            while True:
+                if s_map + coarse_step < s_exit:
+                    step = coarse_step  # still on the fine grid: nothing sampled
+                else:
+                    step = max(fine_step, _FAR_RAY_REL_STEP * s_map)
+                if s_map + step > max_dist:
+                    break
                 s_map += step
                 x = xo + s_map * dx
                 y = yo + s_map * dy
