@@ -11,7 +11,8 @@ grid around 88.5 deg S; broad ridges plus 0.3 deg of fine detail):
   (``point_series``, one pixel at a time), the straightforward method.
 
 Reported: pixels per second (wall and per CPU second), pixel-steps per second,
-the speed-up over the reference, and the cost ratios 18.6 y / 1 y per pixel.
+the speed-up over the reference, the cost ratios 18.6 y / 1 y per pixel, and
+the peak resident memory; written to ``benchmarks/results/visibility.json``.
 
 Usage: ``python benchmarks/bench_visibility.py [--size 200]`` or
 ``pytest benchmarks/bench_visibility.py --benchmark-only``.
@@ -20,8 +21,11 @@ Usage: ``python benchmarks/bench_visibility.py [--size 200]`` or
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -109,9 +113,17 @@ def main():
     print(f"speed-up over the per-step numpy reference, 1 y, per CPU second: layers "
           f"{per_pixel('reference 1 y') / per_pixel('layers 1 y'):.0f}x, fractions "
           f"{per_pixel('reference 1 y') / per_pixel('fractions 1 y'):.0f}x")
-    print(f"cost per pixel, 18.6 y / 1 y: layers {per_pixel('layers 18.6 y') / per_pixel('layers 1 y'):.1f}, "
-          f"fractions {per_pixel('fractions 18.6 y') / per_pixel('fractions 1 y'):.2f} "
-          f"(steps ratio {by_case['layers 18.6 y']['steps'] / by_case['layers 1 y']['steps']:.1f})")
+    ratios = {"layers": per_pixel("layers 18.6 y") / per_pixel("layers 1 y"),
+              "fractions": per_pixel("fractions 18.6 y") / per_pixel("fractions 1 y"),
+              "steps": by_case["layers 18.6 y"]["steps"] / by_case["layers 1 y"]["steps"]}
+    print(f"cost per pixel, 18.6 y / 1 y: layers {ratios['layers']:.1f}, fractions {ratios['fractions']:.2f} "
+          f"(steps ratio {ratios['steps']:.1f})")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory {peak_mib:.0f} MiB")
+    out = Path(__file__).parent / "results" / "visibility.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"azimuths": K, "cpus": os.cpu_count(), "cases": rows, "cost_ratio_18_6y_over_1y": ratios,
+                               "binned_track_build_s": build_s, "peak_rss_mib": round(peak_mib, 1)}, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- pytest-benchmark entry points

@@ -59,14 +59,6 @@ class Track:
     def __len__(self) -> int:
         return len(self.times_utc)
 
-    def decimated(self, factor: int) -> "Track":
-        """Every ``factor``-th sample (a coarser track over the same span)."""
-        factor = int(factor)
-        if factor <= 1:
-            return self
-        return Track(self.times_utc[::factor], self.sun_m[::factor], self.earth_m[::factor],
-                     self.step_hours * factor)
-
     @property
     def start(self) -> str:
         """First sample time as an ISO string (UTC)."""

@@ -208,12 +208,16 @@ def compute(
             site["lat"], site["lon"], float(analysed.height_m[site["row"], site["col"]]),
             heights_m[0], horizon_deg, track,
         )
+        # the map's disc fraction is binned by longitude; the sites get the per-step value
+        site["sun_disc_fraction"] = series["sun_disc_fraction"]
         site_horizons.append(horizon_deg)
         site_series.append(series)
     timings["sites"] = time.perf_counter() - clock
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
+    methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
+                                    "points of the per-step value); per step at the ranked sites in sites.csv")
     methods["psr"] = methods["psr_distance_m"] = methods["sun_lit_fraction"]
 
     return RunResult(

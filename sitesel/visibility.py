@@ -30,7 +30,9 @@ split again into 2 deg (0.5 deg) sub-cells. A pixel whose threshold over a
 cell's bin lies wholly above (below) every key in the cell sees the body
 throughout (never): the whole cell is counted at once. Only the steps of
 undecided sub-cells are evaluated one by one, so the result is exactly the
-per-step count, at about 5 us per pixel and year of 1 h steps (2 threads).
+per-step count. The solar disc's visible fraction alone would need every step
+with a partly hidden disc (a grazing Sun near the pole is often partly hidden),
+so :func:`visibility_layers` takes it from the binned tables below instead.
 
 :func:`visibility_fractions` answers the fractions only, at a cost that does
 not depend on the number of steps: the same thresholds are looked up in
@@ -54,6 +56,8 @@ about ``1 / c`` deg per deg of azimuth.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 from numba import njit, prange
 from scipy import ndimage
@@ -62,12 +66,6 @@ from .constants import MOON_RADIUS_M, SUN_RADIUS_M
 from .ephemeris import Track
 from .terrain.grid import Grid, local_frame
 from .terrain.model import Terrain
-
-#: Visible area fraction of a disc whose centre is ``u`` radii above a straight
-#: horizon line, tabulated on u in [-1, 1] (linear interpolation error < 4e-5).
-_DISC_U = np.linspace(-1.0, 1.0, 2049)
-_DISC_TABLE = 1.0 - (np.arccos(_DISC_U) - _DISC_U * np.sqrt(1.0 - _DISC_U**2)) / np.pi
-
 
 def disc_visible_fraction(u):
     """Visible area fraction of a disc whose centre is ``u`` radii above a flat horizon line."""
@@ -108,8 +106,7 @@ class _BodySteps:
         self.n_bins_b = round(360.0 / width_b)
         self.packed = np.ascontiguousarray(np.column_stack(
             [self.lam_deg, self.key_deg, self.radius_deg, self.bin.astype(np.float64)]))
-        self.cells = _build_cells(self.lam_deg, self.key_deg, self.key_deg + 2.0 * self.radius_deg,
-                                  self.n_bins_a, cap_a, self.n_bins_b, cap_b)
+        self.cells = _build_cells(self.lam_deg, self.key_deg, self.n_bins_a, cap_a, self.n_bins_b, cap_b)
 
 
 #: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
@@ -119,11 +116,11 @@ _CELL_LEVELS = {"sun": ((10.0, 48), (2.0, 8)), "earth": ((2.0, 48), (0.5, 12))}
 
 
 @njit(cache=True)
-def _build_cells(lam, key, key_disc, n_bins_a, cap_a, n_bins_b, cap_b):
+def _build_cells(lam, key, n_bins_a, cap_a, n_bins_b, cap_b):
     """Two nested levels of cells over the steps (see :class:`_BodySteps`).
 
     Returns, per level, the cells' first steps (with the end appended), bins,
-    least key, largest key and largest ``key_disc``; and for each first-level
+    least key and largest key; and for each first-level
     cell its first second-level cell (with the count appended).
     """
     n = lam.size
@@ -164,21 +161,17 @@ def _build_cells(lam, key, key_disc, n_bins_a, cap_a, n_bins_b, cap_b):
         bins = np.empty(count, np.int64)
         kmin = np.empty(count)
         kmax = np.empty(count)
-        kdisc = np.empty(count)
         for c in range(count):
             s = starts[c]
             bins[c] = min(int(lam[s] / w), n_bins - 1)
             lo = key[s]
             hi = key[s]
-            hd = key_disc[s]
             for t in range(s + 1, starts[c + 1]):
                 lo = min(lo, key[t])
                 hi = max(hi, key[t])
-                hd = max(hd, key_disc[t])
             kmin[c] = lo
             kmax[c] = hi
-            kdisc[c] = hd
-        out.append((starts[:count + 1].copy(), bins, kmin, kmax, kdisc))
+        out.append((starts[:count + 1].copy(), bins, kmin, kmax))
     return out[0], out[1], a_first_b[:n_a + 1].copy()
 
 
@@ -335,94 +328,80 @@ def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
 
 
 @njit(cache=True)
-def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b,
-          lo_a, hi_a, lo_b, hi_b, disc_table, want_disc, long_gap_steps, state):
+def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
+          long_gap_steps, state):
     """Exact pass over every time step for one pixel and body, decided cell by cell.
 
     ``margin = delta(lam_t) - key_t`` (deg) is > 0 when the body is visible. A
     first-level cell whose keys all lie below the threshold's least value over
-    its bin (with the disc: ``key + 2 radius`` below, a full disc) is visible
-    throughout; one whose keys all lie at or above its largest value is hidden
-    throughout. Other cells are tried at the second level, and what is still
-    undecided is evaluated step by step. Every step is thus counted as the
-    per-step evaluation would count it: this is exact, not an approximation.
+    its bin is visible throughout; one whose keys all lie at or above its
+    largest value is hidden throughout. Other cells are tried at the second
+    level, and what is still undecided is evaluated step by step. Every step is
+    thus counted as the per-step evaluation would count it: this is exact, not
+    an approximation.
 
     ``steps`` (T, 4) holds each step's longitude, key, radius and longitude bin
-    side by side (one cache line per two steps). Fills ``state`` = [visible steps, 0, 0, longest hidden run, longest visible
-    run, hidden runs of at least ``long_gap_steps``] and returns the sum of the
-    visible disc fraction.
+    side by side. Fills ``state`` = [visible steps, longest hidden run, longest
+    visible run, hidden runs of at least ``long_gap_steps``].
     """
-    a_start, a_bin, a_kmin, a_kmax, a_kdisc = cells_a
-    b_start, b_bin, b_kmin, b_kmax, b_kdisc = cells_b
+    a_start, a_bin, a_kmin, a_kmax = cells_a
+    b_start, b_bin, b_kmin, b_kmax = cells_b
     n_vis = 0
     run_off = 0
     run_on = 0
     longest_off = 0
     longest_on = 0
     n_long = 0
-    disc_sum = 0.0
-    top = disc_table.size - 1
     for a in range(a_bin.size):
         ja = a_bin[a]
-        lo = lo_a[ja] - _CELL_EPS_DEG
-        if a_kdisc[a] < lo or (not want_disc and a_kmax[a] < lo):
-            n = a_start[a + 1] - a_start[a]
-            if run_off >= long_gap_steps:
-                n_long += 1
-            run_off = 0
-            n_vis += n
-            run_on += n
-            longest_on = max(longest_on, run_on)
-            disc_sum += n
-            continue
-        if a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
-            n = a_start[a + 1] - a_start[a]
-            run_on = 0
-            run_off += n
-            longest_off = max(longest_off, run_off)
-            continue
-        for b in range(a_first_b[a], a_first_b[a + 1]):
-            jb = b_bin[b]
-            lo = lo_b[jb] - _CELL_EPS_DEG
-            n = b_start[b + 1] - b_start[b]
-            if b_kdisc[b] < lo or (not want_disc and b_kmax[b] < lo):
-                if run_off >= long_gap_steps:
-                    n_long += 1
-                run_off = 0
-                n_vis += n
-                run_on += n
-                longest_on = max(longest_on, run_on)
-                disc_sum += n
+        lit = a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG
+        if lit or a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
+            cells_lo, cells_hi, single = a, a + 1, True
+        else:
+            cells_lo, cells_hi, single = a_first_b[a], a_first_b[a + 1], False
+        for b in range(cells_lo, cells_hi):
+            if single:
+                n = a_start[b + 1] - a_start[b]
+                t0 = t1 = 0
+            else:
+                jb = b_bin[b]
+                n = b_start[b + 1] - b_start[b]
+                lit = b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG
+                t0 = t1 = 0
+                if not lit and b_kmin[b] < hi_b[jb] + _CELL_EPS_DEG:
+                    t0, t1 = b_start[b], b_start[b + 1]  # undecided: step by step
+            if t1 == t0:
+                if lit:
+                    if run_off >= long_gap_steps:
+                        n_long += 1
+                    run_off = 0
+                    n_vis += n
+                    run_on += n
+                    longest_on = max(longest_on, run_on)
+                else:
+                    run_on = 0
+                    run_off += n
+                    longest_off = max(longest_off, run_off)
                 continue
-            if b_kmin[b] >= hi_b[jb] + _CELL_EPS_DEG:
-                run_on = 0
-                run_off += n
-                longest_off = max(longest_off, run_off)
-                continue
-            # Undecided steps near the threshold: written without branches on the
-            # state, which is close to random here and would mispredict.
-            for t in range(b_start[b], b_start[b + 1]):
+            for t in range(t0, t1):
                 m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
-                v = np.int64(m > 0.0)
-                n_long += v & np.int64(run_off >= long_gap_steps)
-                run_off = (run_off + 1) * (1 - v)
-                run_on = (run_on + 1) * v
-                n_vis += v
-                longest_on = max(longest_on, run_on)
-                longest_off = max(longest_off, run_off)
-                if want_disc:
-                    x = min(max(m / steps[t, 2], 0.0), 2.0) * 0.5 * top
-                    j = min(int(x), top - 1)
-                    disc_sum += disc_table[j] + (x - j) * (disc_table[j + 1] - disc_table[j])
+                if m > 0.0:
+                    if run_off >= long_gap_steps:
+                        n_long += 1
+                    run_off = 0
+                    n_vis += 1
+                    run_on += 1
+                    longest_on = max(longest_on, run_on)
+                else:
+                    run_on = 0
+                    run_off += 1
+                    longest_off = max(longest_off, run_off)
     if run_off >= long_gap_steps:
         n_long += 1
     state[0] = n_vis
-    state[1] = 0
-    state[2] = 0
-    state[3] = longest_off
-    state[4] = longest_on
-    state[5] = n_long
-    return disc_sum
+    state[1] = longest_off
+    state[2] = longest_on
+    state[3] = n_long
 
 
 @njit(cache=True, parallel=True)
@@ -430,9 +409,9 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
                        s_steps, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
                        s_used_a, s_used_b,
                        e_steps, e_dist, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b,
-                       n_bins, disc_table, long_night_steps, out):
-    """out[:, :] columns: sun steps lit, disc sum, longest dark, longest lit, long
-    nights, earth steps visible, longest blackout (NaN where invalid)."""
+                       n_bins, s_lam_mean, s_k0, s_below, s_disc, dk, long_night_steps, out):
+    """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit,
+    long nights, earth steps visible, longest blackout (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
     bearing = np.arange(n_az) * (2.0 * np.pi / n_az)
     cos_b = np.cos(bearing)
@@ -446,7 +425,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         sun_delta = np.empty(n_az)
         earth_lam = np.empty(n_az)
         earth_delta = np.empty(n_az)
-        state = np.empty(6, np.int64)
+        state = np.empty(4, np.int64)
         cl = np.cos(np.radians(lon_deg[p]))
         sl = np.sin(np.radians(lon_deg[p]))
         _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
@@ -458,13 +437,14 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         hi_b = np.empty(s_used_b.size)
         _bin_ranges(lam_e, delta_e, slope_e, s_used_a.size, s_used_a, lo_a, hi_a)
         _bin_ranges(lam_e, delta_e, slope_e, s_used_b.size, s_used_b, lo_b, hi_b)
-        disc = _scan(lam_e, delta_e, slope_e, first, s_steps, s_cells_a, s_cells_b,
-                     s_a_first_b, lo_a, hi_a, lo_b, hi_b, disc_table, True, long_night_steps, state)
+        _scan(lam_e, delta_e, slope_e, first, s_steps, s_cells_a, s_cells_b, s_a_first_b, lo_a, hi_a, lo_b, hi_b,
+              long_night_steps, state)
         out[p, 0] = state[0]
-        out[p, 1] = disc
-        out[p, 2] = state[3]
-        out[p, 3] = state[4]
-        out[p, 4] = state[5]
+        out[p, 1] = _binned_sum(lam_e, delta_e, slope_e, first, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc,
+                                True)[1]
+        out[p, 2] = state[1]
+        out[p, 3] = state[2]
+        out[p, 4] = state[3]
         lam_e, delta_e, slope_e, first = _threshold_table(earth_lam, earth_delta, n_bins)
         lo_a = np.empty(e_used_a.size)
         hi_a = np.empty(e_used_a.size)
@@ -472,10 +452,10 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         hi_b = np.empty(e_used_b.size)
         _bin_ranges(lam_e, delta_e, slope_e, e_used_a.size, e_used_a, lo_a, hi_a)
         _bin_ranges(lam_e, delta_e, slope_e, e_used_b.size, e_used_b, lo_b, hi_b)
-        _scan(lam_e, delta_e, slope_e, first, e_steps, e_cells_a, e_cells_b,
-              e_a_first_b, lo_a, hi_a, lo_b, hi_b, disc_table, False, 1 << 62, state)
+        _scan(lam_e, delta_e, slope_e, first, e_steps, e_cells_a, e_cells_b, e_a_first_b, lo_a, hi_a, lo_b, hi_b,
+              1 << 62, state)
         out[p, 5] = state[0]
-        out[p, 6] = state[3]
+        out[p, 6] = state[1]
 
 
 def _window(terrain: Terrain, rows, cols) -> Terrain:
@@ -503,6 +483,22 @@ class _Pixels:
         self.valid = np.isfinite(self.height_m) & np.isfinite(self.horizon_deg).all(axis=1)
         self.r_m = np.where(self.valid, MOON_RADIUS_M + self.height_m + float(observer_height_m), MOON_RADIUS_M)
         self.lon_deg = np.ascontiguousarray(lon.ravel(), dtype=np.float64)
+
+
+_TRACK_TABLES: dict = {}
+
+
+def _track_tables(track: Track, n_bins: int):
+    """The Sun's and Earth's steps with their cells, and the Sun's binned tables, for a
+    track: built once per (track, n_bins) and kept while the track lives, since a run
+    calls :func:`visibility_layers` once per tile with the same track."""
+    key = (id(track), n_bins)
+    if key not in _TRACK_TABLES:
+        sun = _BodySteps(track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"])
+        earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
+        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1:])
+        weakref.finalize(track, _TRACK_TABLES.pop, key, None)
+    return _TRACK_TABLES[key]
 
 
 def _used_bins(steps: _BodySteps):
@@ -547,8 +543,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     """
     px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
     n_bins = 2 * px.n_az  # regular index bins, half a node spacing wide
-    sun = _BodySteps(track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"])
-    earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
+    sun, earth, (s_lam_mean, s_k0, s_below, s_disc) = _track_tables(track, n_bins)
     long_steps = max(1, int(np.ceil(long_night_h / track.step_hours - 1e-9)))
     n_pix = px.horizon_deg.shape[0]
     out = np.empty((n_pix, 7))
@@ -559,7 +554,8 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
                            px.horizon_deg[a:b], px.valid[a:b],
                            sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *_used_bins(sun),
                            earth.packed, earth.mean_distance_m, *earth.cells,
-                           *_used_bins(earth), n_bins, _DISC_TABLE, long_steps, out[a:b])
+                           *_used_bins(earth), n_bins, s_lam_mean, s_k0, s_below, s_disc, _BINNED_KEY_DEG,
+                           long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
 
@@ -630,6 +626,16 @@ def _cdf_tables(lam, key, radius, want_disc, lam_width, k0, dk, n_grid):
     return lam_mean, below[:, :n_grid].astype(np.float32), disc[:, :n_grid].astype(np.float32)
 
 
+def _binned_tables(steps: _BodySteps, name: str):
+    """``steps`` with its per-longitude-bin cumulative key tables (see :func:`_cdf_tables`)."""
+    pad = 2.0 * steps.max_radius_deg + 2 * _BINNED_KEY_DEG
+    k0 = float(steps.key_deg.min()) - pad
+    n_grid = int(np.ceil((float(steps.key_deg.max()) + pad - k0) / _BINNED_KEY_DEG)) + 1
+    lam_mean, below, disc = _cdf_tables(steps.lam_deg, steps.key_deg, steps.radius_deg, name == "sun",
+                                        _BINNED_LAM_DEG[name], k0, _BINNED_KEY_DEG, n_grid)
+    return steps, lam_mean, k0, below, disc
+
+
 class BinnedTrack:
     """A track reduced, once, to per-longitude-bin cumulative tables for
     :func:`visibility_fractions` (whose cost then does not depend on the number
@@ -638,15 +644,10 @@ class BinnedTrack:
     def __init__(self, track: Track, n_azimuths: int):
         self.n_steps = len(track)
         self.n_azimuths = int(n_azimuths)
-        self.bodies = {}
-        for name, position, radius_m in (("sun", track.sun_m, SUN_RADIUS_M), ("earth", track.earth_m, 0.0)):
-            steps = _BodySteps(position, radius_m, 2 * self.n_azimuths)
-            pad = 2.0 * steps.max_radius_deg + 2 * _BINNED_KEY_DEG
-            k0 = float(steps.key_deg.min()) - pad
-            n_grid = int(np.ceil((float(steps.key_deg.max()) + pad - k0) / _BINNED_KEY_DEG)) + 1
-            lam_mean, below, disc = _cdf_tables(steps.lam_deg, steps.key_deg, steps.radius_deg, name == "sun",
-                                                _BINNED_LAM_DEG[name], k0, _BINNED_KEY_DEG, n_grid)
-            self.bodies[name] = (steps, lam_mean, k0, below, disc)
+        self.bodies = {
+            name: _binned_tables(_BodySteps(position, radius_m, 2 * self.n_azimuths), name)
+            for name, position, radius_m in (("sun", track.sun_m, SUN_RADIUS_M), ("earth", track.earth_m, 0.0))
+        }
 
 
 @njit(cache=True, inline="always")

@@ -297,8 +297,9 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
                 assert got["longest_night_h"][i, j] == max(dark, default=0) * 3.0
                 assert got["longest_sunlit_h"][i, j] == max(runs(visible), default=0) * 3.0
                 assert got["n_long_nights"][i, j] == sum(n * 3.0 >= 48.0 for n in dark)
+                # the disc fraction alone is binned by longitude (within 0.5 percentage points)
                 disc = vis.disc_visible_fraction(np.where(visible, margin / body.radius_deg - 1.0, -1.0))
-                assert got["sun_disc_fraction"][i, j] == pytest.approx(disc.mean(), abs=1e-4)
+                assert got["sun_disc_fraction"][i, j] == pytest.approx(disc.mean(), abs=0.005)
             else:
                 assert got["earth_visible_fraction"][i, j] == pytest.approx(visible.mean(), abs=1e-6)
                 assert got["longest_blackout_h"][i, j] == max(runs(~visible), default=0) * 3.0
