@@ -185,6 +185,16 @@ def _atan_small(x):
 
 
 @njit(cache=True, inline="always")
+def _sin_small(x):
+    """sin(x), by its series for |x| < 0.6 (error < 3e-13) and libm otherwise."""
+    if abs(x) < 0.6:
+        x2 = x * x
+        return x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (
+            1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))))
+    return np.sin(x)
+
+
+@njit(cache=True, inline="always")
 def _asin_small(x):
     """asin(x), by its series for |x| < 0.2 (error < 1e-9) and libm otherwise."""
     if abs(x) < 0.2:
@@ -216,7 +226,7 @@ def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, s
         hx = sa * east[0] + ca * north[0]
         hy = sa * east[1] + ca * north[1]
         hz = sa * east[2] + ca * north[2]
-        se = np.sin(horizon_deg[k] * to_rad)
+        se = _sin_small(horizon_deg[k] * to_rad)
         ce = np.sqrt(1.0 - se * se)
         _node(hx, hy, hz, up, r_m, ce, se, earth_distance_m, cos_b[k], sin_b[k], k * 360.0 / n, earth_lam, earth_delta, k)
         _node(hx, hy, hz, up, r_m, ce * cos_off + se * sin_off, se * cos_off - ce * sin_off, sun_distance_m,
@@ -236,15 +246,21 @@ def _node(hx, hy, hz, up, r_m, ce, se, distance_m, cos_b, sin_b, bearing_deg, la
     dy = ce * hy + se * up[1]
     dz = ce * hz + se * up[2]
     # Topocentric range s with |r up + s d| = distance (d . up = se).
-    s = -r_m * se + np.sqrt(distance_m * distance_m - r_m * r_m * ce * ce)
+    inv_d = 1.0 / distance_m  # hoisted out of the node loop by the compiler
+    u = (r_m * ce * inv_d) ** 2
+    if u < 1e-3:  # the Sun and the Earth: u < 3e-5, series exact to float64
+        root = distance_m * (1.0 - u * (0.5 + u * (0.125 + u * 0.0625)))
+    else:
+        root = np.sqrt(distance_m * distance_m - r_m * r_m * ce * ce)
+    s = -r_m * se + root
     gx = r_m * up[0] + s * dx
     gy = r_m * up[1] + s * dy
     gz = r_m * up[2] + s * dz
     along = gx * cos_b + gy * sin_b
     across = gy * cos_b - gx * sin_b
     shift = _atan_small(across / along) if along > 0.0 else np.arctan2(across, along)
-    lam_out[k] = bearing_deg + np.degrees(shift)
-    delta_out[k] = np.degrees(_asin_small(gz / distance_m))
+    lam_out[k] = bearing_deg + shift * (180.0 / np.pi)
+    delta_out[k] = _asin_small(gz * inv_d) * (180.0 / np.pi)
 
 
 @njit(cache=True)
