@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .errors import SiteselError
 
-#: The packaged catalogue of known products.
-CATALOGUE_PATH = Path(__file__).resolve().parents[1] / "dems" / "catalogue.toml"
+#: The packaged catalogue of known products: ``dems/catalogue.toml`` in the source tree,
+#: shipped as package data through the ``sitesel/data/catalogue.toml`` link.
+CATALOGUE_PATH = Path(__file__).parent / "data" / "catalogue.toml"
 #: Environment variable that replaces every catalogue base URL (a mirror).
 BASE_URL_ENV = "SITESEL_BASE_URL"
 

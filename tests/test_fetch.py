@@ -8,6 +8,7 @@ import re
 import threading
 import tomllib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -268,3 +269,14 @@ def test_product_table():
     assert lines[0].split()[:4] == ["product", "m/px", "coverage", "size"]
     row = next(line for line in lines if line.startswith("LDEM_80S_20M "))
     assert "80-90 S" in row and "1.85 GB" in row
+
+
+def test_catalogue_ships_inside_the_package():
+    """The catalogue is package data, so `sitesel fetch` works from a wheel, not only a checkout."""
+    import sitesel
+    from sitesel import fetch
+
+    assert fetch.CATALOGUE_PATH.is_file()
+    assert Path(sitesel.__file__).parent in fetch.CATALOGUE_PATH.parents
+    assert fetch.CATALOGUE_PATH.read_bytes() == (Path(__file__).parents[1] / "dems" / "catalogue.toml").read_bytes()
+    assert len(fetch.list_products()) >= 3
