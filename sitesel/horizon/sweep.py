@@ -433,26 +433,38 @@ def _near_offsets(bearing_rad, near_px):
 #: Beyond the fine grid the exact far-field ray steps by this fraction of its
 #: distance (at least half a fine pixel): an elevation error from a feature
 #: between samples scales with step / distance.
-_FAR_RAY_REL_STEP = 0.01
+_FAR_RAY_REL_STEP = 0.02
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def _ground_distance(x_m, y_m, dx, dy, s_map):
+    """Ground distance (m) along the straight map line from (x_m, y_m) in unit direction
+    (dx, dy) to map distance ``s_map``: the integral of 1 / (polar stereographic scale
+    factor), in closed form: 1 / k = 4R^2 / ((s + b)^2 + d2) along the line."""
+    a = 4.0 * _R * _R
+    b = x_m * dx + y_m * dy
+    d2 = a + (x_m * x_m + y_m * y_m) - b * b
+    root = math.sqrt(d2)
+    return a / root * (math.atan((s_map + b) / root) - math.atan(b / root))
+
+
+# reciprocal arithmetic turns the divisions by the pixel sizes into multiplications
+@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
 def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, max_dist, out_tan):
     """Largest tan(elevation) of the far field along each observer's exact ray, up to ``max_dist``.
 
     Like the reference: ground distance integrated with the scale factor, exact
     curvature, far-field heights (bilinear) only where the ray point lies outside
-    the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res). While the ray is
-    still on the fine grid nothing is sampled, so it moves in steps of about a
-    quarter far pixel (a whole number of the reference's half fine pixels, so
-    that the samples beyond fall where the reference's do); beyond, the step is
-    ``_FAR_RAY_REL_STEP`` of the distance, and at least half a fine pixel.
+    the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res). Nothing is sampled
+    while the ray is on the fine grid, so it starts just before the grid's edge;
+    from there steps are ``_FAR_RAY_REL_STEP`` of the distance and at least the
+    reference's half fine pixel (so the nearest, steepest far samples are as
+    dense as the reference's), always a whole number of half fine pixels, so the
+    samples fall where the reference's do.
     Observers whose ray stays on the fine grid up to ``max_dist`` get -inf at once.
     """
     nwr, nwc = h_abs.shape
     fine_step = 0.5 * res
-    # a whole number of fine steps, so the samples beyond the exit fall where the reference's do
-    coarse_step = fine_step * max(1.0, math.floor(0.25 * fres / fine_step))
     for wr in prange(nwr):
         r = r0 + wr
         for wc in range(nwc):
@@ -477,14 +489,14 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
             xo = x0 + (c + 0.5) * res
             yo = y0 - (r + 0.5) * res
             best = -np.inf
-            psi = 0.0
-            s_map = 0.0
-            ik_prev = inv_k(xo, yo)
+            # Nothing is sampled on the fine grid: start on the reference's lattice of half
+            # fine pixels just before the exit, with the ground distance so far in closed form.
+            s_map = max(0.0, fine_step * (math.floor(s_exit / fine_step) - 1.0))
+            psi = _ground_distance(xo, yo, dx, dy, s_map)
+            ik_prev = inv_k(xo + s_map * dx, yo + s_map * dy)
             while True:
-                if s_map + coarse_step < s_exit:
-                    step = coarse_step  # still on the fine grid: nothing sampled
-                else:
-                    step = max(fine_step, _FAR_RAY_REL_STEP * s_map)
+                # a whole number of fine steps, so samples stay on the reference's lattice
+                step = fine_step * max(1.0, math.floor(_FAR_RAY_REL_STEP * s_map / fine_step))
                 if s_map + step > max_dist:
                     break
                 s_map += step
@@ -502,7 +514,14 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                     continue
                 theta = psi / _R
                 rt = _R + ht
-                tn = (rt * math.cos(theta) - ro) / (rt * math.sin(theta))
+                if theta < 0.1:  # series: omitted terms below 1e-12 relative, and no libm calls
+                    t2 = theta * theta
+                    sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0)))
+                    cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0)))
+                else:
+                    sin_t = math.sin(theta)
+                    cos_t = math.cos(theta)
+                tn = (rt * cos_t - ro) / (rt * sin_t)
                 best = max(best, tn)
             out_tan[wr, wc] = best
 
