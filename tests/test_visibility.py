@@ -280,13 +280,13 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
     bearing = np.radians(BEARINGS)
     for p in range(terrain.height_m.size):
         i, j = divmod(p, terrain.shape[1])
-        nodes = [np.empty(K) for _ in range(4)]
+        curves = [np.empty(K) for _ in range(4)]
         sun = track._BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins)
         earth = track._BodySteps(long_track.earth_m, 0.0, n_bins)
         nodes._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
                            np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
-                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *nodes)
-        for body, lam, delta in ((sun, nodes[0], nodes[1]), (earth, nodes[2], nodes[3])):
+                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *curves)
+        for body, lam, delta in ((sun, curves[0], curves[1]), (earth, curves[2], curves[3])):
             table = nodes._threshold_table(lam, delta, n_bins)
             margin = np.array([nodes._margin(*table, body.lam_deg[t], body.bin[t], body.key_deg[t])
                                for t in range(len(long_track))])
