@@ -267,7 +267,7 @@ def test_window_and_progress(track):
 def test_cell_scan_counts_every_step_like_a_plain_loop():
     """The cell-by-cell scan decides whole cells at once; it must count exactly what a
     plain loop over every step, with the same threshold curve, counts."""
-    from sitesel import visibility as vis
+    from sitesel.visibility import nodes, series, track
 
     long_track = body_track("2026-01-01", "2029-01-01", 3.0, use_cache=False)
     terrain = terrain_at(-89.5, 30.0, 4)
@@ -275,20 +275,20 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
     horizon[0, 0] = 12.0  # never lit: whole cells hidden
     horizon[0, 1] = -3.0  # always lit: whole cells visible
     got = visibility_layers(terrain, horizon, long_track, 2.0, long_night_h=48.0)
-    px = vis._Pixels(terrain, horizon, 2.0, None, None)
+    px = nodes._Pixels(terrain, horizon, 2.0, None, None)
     n_bins = 2 * K
     bearing = np.radians(BEARINGS)
     for p in range(terrain.height_m.size):
         i, j = divmod(p, terrain.shape[1])
-        nodes = [np.empty(K) for _ in range(4)]
-        sun = vis._BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins)
-        earth = vis._BodySteps(long_track.earth_m, 0.0, n_bins)
-        vis._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
+        curves = [np.empty(K) for _ in range(4)]
+        sun = track._BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins)
+        earth = track._BodySteps(long_track.earth_m, 0.0, n_bins)
+        nodes._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
                            np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
-                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *nodes)
-        for body, lam, delta in ((sun, nodes[0], nodes[1]), (earth, nodes[2], nodes[3])):
-            table = vis._threshold_table(lam, delta, n_bins)
-            margin = np.array([vis._margin(*table, body.lam_deg[t], body.bin[t], body.key_deg[t])
+                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *curves)
+        for body, lam, delta in ((sun, curves[0], curves[1]), (earth, curves[2], curves[3])):
+            table = nodes._threshold_table(lam, delta, n_bins)
+            margin = np.array([nodes._margin(*table, body.lam_deg[t], body.bin[t], body.key_deg[t])
                                for t in range(len(long_track))])
             visible = margin > 0.0
             if body is sun:
@@ -298,7 +298,7 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
                 assert got["longest_sunlit_h"][i, j] == max(runs(visible), default=0) * 3.0
                 assert got["n_long_nights"][i, j] == sum(n * 3.0 >= 48.0 for n in dark)
                 # the disc fraction alone is binned by longitude (within 0.5 percentage points)
-                disc = vis.disc_visible_fraction(np.where(visible, margin / body.radius_deg - 1.0, -1.0))
+                disc = series.disc_visible_fraction(np.where(visible, margin / body.radius_deg - 1.0, -1.0))
                 assert got["sun_disc_fraction"][i, j] == pytest.approx(disc.mean(), abs=0.005)
             else:
                 assert got["earth_visible_fraction"][i, j] == pytest.approx(visible.mean(), abs=1e-6)

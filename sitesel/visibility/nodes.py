@@ -1,0 +1,185 @@
+"""A pixel's horizon as visibility thresholds on the Sun's and Earth's Moon-fixed longitude.
+
+See the package docstring (:mod:`sitesel.visibility`) for the construction and its error bound.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..constants import MOON_RADIUS_M
+from ..terrain.grid import local_frame
+from ..terrain.model import Terrain
+
+
+def _bearings_deg(n_azimuths: int) -> np.ndarray:
+    """The K grid bearings horizons are stored at: ``np.arange(K) * 360 / K``."""
+    return np.arange(n_azimuths) * (360.0 / n_azimuths)
+
+
+@njit(cache=True, inline="always")
+def _atan_small(x):
+    """atan(x), by its series for |x| < 0.1 (error < 1e-10) and libm otherwise."""
+    if abs(x) < 0.1:
+        x2 = x * x
+        return x * (1.0 - x2 * (1.0 / 3.0 - x2 * (0.2 - x2 * (1.0 / 7.0 - x2 / 9.0))))
+    return np.arctan(x)
+
+
+@njit(cache=True, inline="always")
+def _sin_small(x):
+    """sin(x), by its series for |x| < 0.6 (error < 3e-13) and libm otherwise."""
+    if abs(x) < 0.6:
+        x2 = x * x
+        return x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (
+            1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))))
+    return np.sin(x)
+
+
+@njit(cache=True, inline="always")
+def _asin_small(x):
+    """asin(x), by its series for |x| < 0.2 (error < 1e-9) and libm otherwise."""
+    if abs(x) < 0.2:
+        x2 = x * x
+        return x * (1.0 + x2 * (1.0 / 6.0 + x2 * (3.0 / 40.0 + x2 * (5.0 / 112.0 + x2 * (35.0 / 1152.0
+                                                                                        + x2 * 63.0 / 2816.0)))))
+    return np.arcsin(max(-1.0, min(1.0, x)))
+
+
+@njit(cache=True)
+def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b,
+                   sun_offset_deg, sun_distance_m, earth_distance_m, sun_lam, sun_delta, earth_lam, earth_delta):
+    """Horizon curves of one pixel as Moon-fixed (longitude, latitude) nodes, degrees.
+
+    Node k is where the body's centre is, seen from the Moon's centre at its
+    mean distance, when it sits at the horizon bearing ``b_k`` and elevation
+    ``horizon_k - offset`` seen from ``r_m * up`` (offset: the Sun's mean
+    semi-diameter; 0 for the Earth). Longitudes are unwrapped around ``b_k``
+    (the bearing seen from the pole); latitudes are the thresholds.
+    """
+    n = horizon_deg.size
+    to_rad = np.pi / 180.0
+    cos_off = np.cos(sun_offset_deg * to_rad)
+    sin_off = np.sin(sun_offset_deg * to_rad)
+    for k in range(n):
+        # Local azimuth b_k - lon by angle subtraction (no trig per node).
+        sa = sin_b[k] * cos_lon - cos_b[k] * sin_lon
+        ca = cos_b[k] * cos_lon + sin_b[k] * sin_lon
+        hx = sa * east[0] + ca * north[0]
+        hy = sa * east[1] + ca * north[1]
+        hz = sa * east[2] + ca * north[2]
+        se = _sin_small(horizon_deg[k] * to_rad)
+        ce = np.sqrt(1.0 - se * se)
+        _node(hx, hy, hz, up, r_m, ce, se, earth_distance_m, cos_b[k], sin_b[k], k * 360.0 / n, earth_lam, earth_delta, k)
+        _node(hx, hy, hz, up, r_m, ce * cos_off + se * sin_off, se * cos_off - ce * sin_off, sun_distance_m,
+              cos_b[k], sin_b[k], k * 360.0 / n, sun_lam, sun_delta, k)
+    for k in range(1, n):  # guard against a non-monotone curve (skyline steeper than ~1/colatitude)
+        if earth_lam[k] <= earth_lam[k - 1]:
+            earth_lam[k] = earth_lam[k - 1] + 1e-9
+        if sun_lam[k] <= sun_lam[k - 1]:
+            sun_lam[k] = sun_lam[k - 1] + 1e-9
+
+
+@njit(cache=True, inline="always")
+def _node(hx, hy, hz, up, r_m, ce, se, distance_m, cos_b, sin_b, bearing_deg, lam_out, delta_out, k):
+    """Direction at elevation (cos, sin) = (ce, se) along horizontal unit vector h, taken
+    to the Moon's centre at ``distance_m``: its longitude (near ``bearing_deg``) and latitude."""
+    dx = ce * hx + se * up[0]
+    dy = ce * hy + se * up[1]
+    dz = ce * hz + se * up[2]
+    # Topocentric range s with |r up + s d| = distance (d . up = se).
+    inv_d = 1.0 / distance_m  # hoisted out of the node loop by the compiler
+    u = (r_m * ce * inv_d) ** 2
+    if u < 1e-3:  # the Sun and the Earth: u < 3e-5, series exact to float64
+        root = distance_m * (1.0 - u * (0.5 + u * (0.125 + u * 0.0625)))
+    else:
+        root = np.sqrt(distance_m * distance_m - r_m * r_m * ce * ce)
+    s = -r_m * se + root
+    gx = r_m * up[0] + s * dx
+    gy = r_m * up[1] + s * dy
+    gz = r_m * up[2] + s * dz
+    along = gx * cos_b + gy * sin_b
+    across = gy * cos_b - gx * sin_b
+    shift = _atan_small(across / along) if along > 0.0 else np.arctan2(across, along)
+    lam_out[k] = bearing_deg + shift * (180.0 / np.pi)
+    delta_out[k] = _asin_small(gz * inv_d) * (180.0 / np.pi)
+
+
+@njit(cache=True)
+def _threshold_table(lam, delta, n_bins):
+    """Periodic piecewise-linear threshold ``delta(lam)`` over [0, 360) deg.
+
+    Returns node longitudes, values and slopes, padded with nodes of the
+    neighbouring turns so that the first node is at or below 0 and the last
+    above 360; and for each of ``n_bins`` regular bins the last node at or
+    before the bin's start.
+    """
+    n = lam.size
+    pad = 4
+    if lam[n - pad] - 360.0 > 0.0 or lam[pad - 1] + 360.0 <= 360.0:
+        pad = n  # nodes shifted by several spacings (steep far-from-pole skylines)
+    m = n + 2 * pad
+    lam_e = np.empty(m)
+    delta_e = np.empty(m)
+    for i in range(m):
+        k = i - pad
+        if k < 0:
+            lam_e[i] = lam[k + n] - 360.0
+            delta_e[i] = delta[k + n]
+        elif k >= n:
+            lam_e[i] = lam[k - n] + 360.0
+            delta_e[i] = delta[k - n]
+        else:
+            lam_e[i] = lam[k]
+            delta_e[i] = delta[k]
+    slope_e = np.zeros(m)
+    for i in range(m - 1):
+        slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
+    first = np.empty(n_bins, dtype=np.int64)
+    i = 0
+    for j in range(n_bins):
+        edge = j * 360.0 / n_bins
+        while lam_e[i + 1] <= edge:
+            i += 1
+        first[j] = i
+    return lam_e, delta_e, slope_e, first
+
+
+@njit(cache=True, inline="always")
+def _margin(lam_e, delta_e, slope_e, first, lam_t, bin_t, key_t):
+    """``delta(lam_t) - key_t`` in degrees: > 0 when the body is visible."""
+    i = first[bin_t]
+    # Bins are half a node spacing wide, so one branch-free step almost always
+    # lands on the right node; the loop only runs for unusually dense nodes.
+    i += lam_e[i + 1] <= lam_t
+    while lam_e[i + 1] <= lam_t:
+        i += 1
+    return delta_e[i] + slope_e[i] * (lam_t - lam_e[i]) - key_t
+
+
+def _window(terrain: Terrain, rows, cols) -> Terrain:
+    if rows is None and cols is None:
+        return terrain
+    return terrain.window(rows if rows is not None else slice(None), cols if cols is not None else slice(None))
+
+
+class _Pixels:
+    """Flattened per-pixel inputs of a window: local frames, longitudes, observer radii, horizons."""
+
+    def __init__(self, terrain: Terrain, horizon_deg, observer_height_m, rows, cols):
+        sub = _window(terrain, rows, cols)
+        self.shape = sub.shape
+        self.grid = sub.grid
+        horizon_deg = np.asarray(horizon_deg)
+        if horizon_deg.ndim != 3 or horizon_deg.shape[:2] != self.shape:
+            raise ValueError(f"horizon_deg has shape {horizon_deg.shape}, expected {self.shape} + (K,)")
+        self.n_az = horizon_deg.shape[2]
+        lat, lon = sub.grid.latlon()
+        self.lat_deg = lat.ravel()
+        self.east, self.north, self.up = (np.ascontiguousarray(v.reshape(-1, 3)) for v in local_frame(lat, lon))
+        self.height_m = sub.height_m.astype(np.float64).ravel()
+        self.horizon_deg = np.ascontiguousarray(horizon_deg.reshape(-1, self.n_az), dtype=np.float32)
+        self.valid = np.isfinite(self.height_m) & np.isfinite(self.horizon_deg).all(axis=1)
+        self.r_m = np.where(self.valid, MOON_RADIUS_M + self.height_m + float(observer_height_m), MOON_RADIUS_M)
+        self.lon_deg = np.ascontiguousarray(lon.ravel(), dtype=np.float64)

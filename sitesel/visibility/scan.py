@@ -1,0 +1,252 @@
+"""Exact visibility layers: every time step, decided cell by cell."""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+from numba import njit, prange
+
+from ..constants import SUN_RADIUS_M
+from ..ephemeris import Track
+from ..terrain.model import Terrain
+from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
+from .nodes import _horizon_nodes, _margin, _Pixels, _threshold_table
+from .track import _CELL_LEVELS, _BodySteps, _used_bins
+
+
+#: Cells are decided only when their keys clear the threshold's range by this
+#: much (deg), so that rounding cannot make a cell disagree with its steps.
+_CELL_EPS_DEG = 1e-9
+
+
+@njit(cache=True)
+def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
+    """Least and largest threshold over each used bin [j w, (j + 1) w] (w = 360 / n_bins)."""
+    w = 360.0 / n_bins
+    for j in range(n_bins):
+        if not used[j]:
+            continue
+        x0 = j * w
+        x1 = x0 + w
+        i = np.searchsorted(lam_e, x0, side="right") - 1
+        v = delta_e[i] + slope_e[i] * (x0 - lam_e[i])
+        mn = v
+        mx = v
+        i += 1
+        while lam_e[i] < x1:
+            mn = min(mn, delta_e[i])
+            mx = max(mx, delta_e[i])
+            i += 1
+        v = delta_e[i - 1] + slope_e[i - 1] * (x1 - lam_e[i - 1])
+        lo[j] = min(mn, v)
+        hi[j] = max(mx, v)
+
+
+@njit(cache=True)
+def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
+          long_gap_steps, state):
+    """Exact pass over every time step for one pixel and body, decided cell by cell.
+
+    ``margin = delta(lam_t) - key_t`` (deg) is > 0 when the body is visible. A
+    first-level cell whose keys all lie below the threshold's least value over
+    its bin is visible throughout; one whose keys all lie at or above its
+    largest value is hidden throughout. Other cells are tried at the second
+    level, and what is still undecided is evaluated step by step. Every step is
+    thus counted as the per-step evaluation would count it: this is exact, not
+    an approximation.
+
+    ``steps`` (T, 4) holds each step's longitude, key, radius and longitude bin
+    side by side. Fills ``state`` = [visible steps, longest hidden run, longest
+    visible run, hidden runs of at least ``long_gap_steps``].
+    """
+    a_start, a_bin, a_kmin, a_kmax = cells_a
+    b_start, b_bin, b_kmin, b_kmax = cells_b
+    n_vis = 0
+    run_off = 0
+    run_on = 0
+    longest_off = 0
+    longest_on = 0
+    n_long = 0
+    for a in range(a_bin.size):
+        ja = a_bin[a]
+        lit = a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG
+        if lit or a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
+            cells_lo, cells_hi, single = a, a + 1, True
+        else:
+            cells_lo, cells_hi, single = a_first_b[a], a_first_b[a + 1], False
+        for b in range(cells_lo, cells_hi):
+            if single:
+                n = a_start[b + 1] - a_start[b]
+                t0 = t1 = 0
+            else:
+                jb = b_bin[b]
+                n = b_start[b + 1] - b_start[b]
+                lit = b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG
+                t0 = t1 = 0
+                if not lit and b_kmin[b] < hi_b[jb] + _CELL_EPS_DEG:
+                    t0, t1 = b_start[b], b_start[b + 1]  # undecided: step by step
+            if t1 == t0:
+                if lit:
+                    if run_off >= long_gap_steps:
+                        n_long += 1
+                    run_off = 0
+                    n_vis += n
+                    run_on += n
+                    longest_on = max(longest_on, run_on)
+                else:
+                    run_on = 0
+                    run_off += n
+                    longest_off = max(longest_off, run_off)
+                continue
+            for t in range(t0, t1):
+                m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
+                if m > 0.0:
+                    if run_off >= long_gap_steps:
+                        n_long += 1
+                    run_off = 0
+                    n_vis += 1
+                    run_on += 1
+                    longest_on = max(longest_on, run_on)
+                else:
+                    run_on = 0
+                    run_off += 1
+                    longest_off = max(longest_off, run_off)
+    if run_off >= long_gap_steps:
+        n_long += 1
+    state[0] = n_vis
+    state[1] = longest_off
+    state[2] = longest_on
+    state[3] = n_long
+
+
+@njit(cache=True, parallel=True)
+def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
+                       s_steps, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
+                       s_used_a, s_used_b,
+                       e_steps, e_dist, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b,
+                       n_bins, s_lam_mean, s_k0, s_below, s_disc, dk, long_night_steps, out):
+    """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit,
+    long nights, earth steps visible, longest blackout (NaN where invalid)."""
+    n_pix, n_az = horizon_deg.shape
+    bearing = np.arange(n_az) * (2.0 * np.pi / n_az)
+    cos_b = np.cos(bearing)
+    sin_b = np.sin(bearing)
+    for p in prange(n_pix):
+        if not valid[p]:
+            for c in range(out.shape[1]):
+                out[p, c] = np.nan
+            continue
+        sun_lam = np.empty(n_az)
+        sun_delta = np.empty(n_az)
+        earth_lam = np.empty(n_az)
+        earth_delta = np.empty(n_az)
+        state = np.empty(4, np.int64)
+        cl = np.cos(np.radians(lon_deg[p]))
+        sl = np.sin(np.radians(lon_deg[p]))
+        _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
+                       s_rad_mean, s_dist, e_dist, sun_lam, sun_delta, earth_lam, earth_delta)
+        lam_e, delta_e, slope_e, first = _threshold_table(sun_lam, sun_delta, n_bins)
+        lo_a = np.empty(s_used_a.size)
+        hi_a = np.empty(s_used_a.size)
+        lo_b = np.empty(s_used_b.size)
+        hi_b = np.empty(s_used_b.size)
+        _bin_ranges(lam_e, delta_e, slope_e, s_used_a.size, s_used_a, lo_a, hi_a)
+        _bin_ranges(lam_e, delta_e, slope_e, s_used_b.size, s_used_b, lo_b, hi_b)
+        _scan(lam_e, delta_e, slope_e, first, s_steps, s_cells_a, s_cells_b, s_a_first_b, lo_a, hi_a, lo_b, hi_b,
+              long_night_steps, state)
+        out[p, 0] = state[0]
+        out[p, 1] = _binned_sum(lam_e, delta_e, slope_e, first, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc,
+                                True)[1]
+        out[p, 2] = state[1]
+        out[p, 3] = state[2]
+        out[p, 4] = state[3]
+        lam_e, delta_e, slope_e, first = _threshold_table(earth_lam, earth_delta, n_bins)
+        lo_a = np.empty(e_used_a.size)
+        hi_a = np.empty(e_used_a.size)
+        lo_b = np.empty(e_used_b.size)
+        hi_b = np.empty(e_used_b.size)
+        _bin_ranges(lam_e, delta_e, slope_e, e_used_a.size, e_used_a, lo_a, hi_a)
+        _bin_ranges(lam_e, delta_e, slope_e, e_used_b.size, e_used_b, lo_b, hi_b)
+        _scan(lam_e, delta_e, slope_e, first, e_steps, e_cells_a, e_cells_b, e_a_first_b, lo_a, hi_a, lo_b, hi_b,
+              1 << 62, state)
+        out[p, 5] = state[0]
+        out[p, 6] = state[1]
+
+
+_TRACK_TABLES: dict = {}
+
+
+def _track_tables(track: Track, n_bins: int):
+    """The Sun's and Earth's steps with their cells, and the Sun's binned tables, for a
+    track: built once per (track, n_bins) and kept while the track lives, since a run
+    calls :func:`visibility_layers` once per tile with the same track."""
+    key = (id(track), n_bins)
+    if key not in _TRACK_TABLES:
+        sun = _BodySteps(track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"])
+        earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
+        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1:])
+        weakref.finalize(track, _TRACK_TABLES.pop, key, None)
+    return _TRACK_TABLES[key]
+
+
+def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, observer_height_m: float,
+                      rows: slice | None = None, cols: slice | None = None, progress=None,
+                      long_night_h: float = 72.0) -> dict[str, np.ndarray]:
+    """Sun and Earth visibility layers for a window of ``terrain``.
+
+    Parameters
+    ----------
+    terrain : Terrain
+        Heights; only the window ``rows`` x ``cols`` (default: all) is computed.
+    horizon_deg : ndarray, shape (nrows, ncols, K)
+        Horizon elevation (deg) of the window's pixels at grid bearings
+        ``np.arange(K) * 360 / K``, for an observer ``observer_height_m`` above ground.
+    track : Track
+        Sun and Earth positions in the Moon ME frame (:func:`sitesel.ephemeris.body_track`).
+    observer_height_m : float
+        Observer (eye) height above the ground, metres.
+    progress : callable, optional
+        Called with the number of pixels finished after each chunk (e.g. ``tqdm.update``).
+    long_night_h : float
+        Threshold for the ``n_long_nights`` layer, hours.
+
+    Returns
+    -------
+    dict of float32 arrays (nrows, ncols), NaN at nodata or where the horizon is NaN:
+    ``sun_lit_fraction``, ``sun_disc_fraction``, ``longest_night_h``,
+    ``earth_visible_fraction``, ``longest_blackout_h``, plus ``longest_sunlit_h``
+    (longest span with some of the disc always visible) and ``n_long_nights``
+    (nights of at least ``long_night_h``). Spans are counted in whole steps and
+    cut at the ends of the period.
+    """
+    px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
+    n_bins = 2 * px.n_az  # regular index bins, half a node spacing wide
+    sun, earth, (s_lam_mean, s_k0, s_below, s_disc) = _track_tables(track, n_bins)
+    long_steps = max(1, int(np.ceil(long_night_h / track.step_hours - 1e-9)))
+    n_pix = px.horizon_deg.shape[0]
+    out = np.empty((n_pix, 7))
+    chunk = n_pix if progress is None else max(1, min(n_pix, 4096))
+    for a in range(0, n_pix, chunk):
+        b = min(a + chunk, n_pix)
+        _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
+                           px.horizon_deg[a:b], px.valid[a:b],
+                           sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *_used_bins(sun),
+                           earth.packed, earth.mean_distance_m, *earth.cells,
+                           *_used_bins(earth), n_bins, s_lam_mean, s_k0, s_below, s_disc, _BINNED_KEY_DEG,
+                           long_steps, out[a:b])
+        if progress is not None:
+            progress(b - a)
+
+    n_steps = max(len(track), 1)
+    dt = track.step_hours
+    layers = {
+        "sun_lit_fraction": out[:, 0] / n_steps,
+        "sun_disc_fraction": out[:, 1] / n_steps,
+        "longest_night_h": out[:, 2] * dt,
+        "earth_visible_fraction": out[:, 5] / n_steps,
+        "longest_blackout_h": out[:, 6] * dt,
+        "longest_sunlit_h": out[:, 3] * dt,
+        "n_long_nights": out[:, 4],
+    }
+    return {name: value.reshape(px.shape).astype(np.float32) for name, value in layers.items()}

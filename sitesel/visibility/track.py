@@ -1,0 +1,115 @@
+"""Per-step Sun and Earth quantities shared by every pixel, grouped into longitude cells."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..constants import MOON_RADIUS_M
+
+
+class _BodySteps:
+    """Per-time-step quantities of one body, shared by every pixel, and its cells.
+
+    Cells group consecutive steps whose longitude stays in one bin of a level's
+    width (and at most the level's step count); the second level splits each
+    first-level cell further. A cell keeps the range of its steps' keys, so a
+    pixel can decide a whole cell from the range of its threshold over the bin.
+    """
+
+    def __init__(self, position_m: np.ndarray, body_radius_m: float, n_bins: int, levels=None):
+        distance_m = np.linalg.norm(position_m, axis=1)
+        unit = position_m / distance_m[:, None]
+        self.lam_deg = np.degrees(np.arctan2(unit[:, 1], unit[:, 0])) % 360.0
+        self.bin = np.minimum((self.lam_deg * (n_bins / 360.0)).astype(np.int64), n_bins - 1)
+        delta_deg = np.degrees(np.arcsin(np.clip(unit[:, 2], -1.0, 1.0)))
+        self.radius_deg = np.degrees(np.arcsin(body_radius_m / distance_m))
+        self.mean_radius_deg = float(self.radius_deg.mean())
+        self.mean_distance_m = float(distance_m.mean())
+        parallax_change_deg = np.degrees(MOON_RADIUS_M / distance_m - MOON_RADIUS_M / self.mean_distance_m)
+        self.key_deg = delta_deg - (self.radius_deg - self.mean_radius_deg) + parallax_change_deg
+        self.max_radius_deg = float(self.radius_deg.max())
+        if levels is None:
+            return
+        (width_a, cap_a), (width_b, cap_b) = levels
+        self.n_bins_a = round(360.0 / width_a)
+        self.n_bins_b = round(360.0 / width_b)
+        self.packed = np.ascontiguousarray(np.column_stack(
+            [self.lam_deg, self.key_deg, self.radius_deg, self.bin.astype(np.float64)]))
+        self.cells = _build_cells(self.lam_deg, self.key_deg, self.n_bins_a, cap_a, self.n_bins_b, cap_b)
+
+
+#: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
+#: The Sun sweeps 360 deg a month; the Earth librates within ~16 deg and its
+#: latitude (the key) moves up to ~0.06 deg/h, so its cells are narrower.
+_CELL_LEVELS = {"sun": ((10.0, 48), (2.0, 8)), "earth": ((2.0, 48), (0.5, 12))}
+
+
+@njit(cache=True)
+def _build_cells(lam, key, n_bins_a, cap_a, n_bins_b, cap_b):
+    """Two nested levels of cells over the steps (see :class:`_BodySteps`).
+
+    Returns, per level, the cells' first steps (with the end appended), bins,
+    least key and largest key; and for each first-level
+    cell its first second-level cell (with the count appended).
+    """
+    n = lam.size
+    a_start = np.empty(n + 1, np.int64)
+    b_start = np.empty(n + 1, np.int64)
+    a_first_b = np.empty(n + 1, np.int64)
+    n_a = 0
+    n_b = 0
+    wa = 360.0 / n_bins_a
+    wb = 360.0 / n_bins_b
+    prev_a = -1
+    prev_b = -1
+    len_a = 0
+    len_b = 0
+    for t in range(n):
+        ja = min(int(lam[t] / wa), n_bins_a - 1)
+        jb = min(int(lam[t] / wb), n_bins_b - 1)
+        if ja != prev_a or len_a >= cap_a:
+            a_start[n_a] = t
+            a_first_b[n_a] = n_b
+            n_a += 1
+            len_a = 0
+            prev_b = -1
+        if jb != prev_b or len_b >= cap_b:
+            b_start[n_b] = t
+            n_b += 1
+            len_b = 0
+        prev_a = ja
+        prev_b = jb
+        len_a += 1
+        len_b += 1
+    a_start[n_a] = n
+    b_start[n_b] = n
+    a_first_b[n_a] = n_b
+    out = []
+    for starts, count, n_bins in ((a_start, n_a, n_bins_a), (b_start, n_b, n_bins_b)):
+        w = 360.0 / n_bins
+        bins = np.empty(count, np.int64)
+        kmin = np.empty(count)
+        kmax = np.empty(count)
+        for c in range(count):
+            s = starts[c]
+            bins[c] = min(int(lam[s] / w), n_bins - 1)
+            lo = key[s]
+            hi = key[s]
+            for t in range(s + 1, starts[c + 1]):
+                lo = min(lo, key[t])
+                hi = max(hi, key[t])
+            kmin[c] = lo
+            kmax[c] = hi
+        out.append((starts[:count + 1].copy(), bins, kmin, kmax))
+    return out[0], out[1], a_first_b[:n_a + 1].copy()
+
+
+def _used_bins(steps: _BodySteps):
+    """Masks of the bins that hold a cell, per level (a pixel evaluates its threshold range only there)."""
+    masks = []
+    for cells, n_bins in zip(steps.cells[:2], (steps.n_bins_a, steps.n_bins_b)):
+        used = np.zeros(n_bins, dtype=np.bool_)
+        used[cells[1]] = True
+        masks.append(used)
+    return masks
