@@ -8,7 +8,7 @@ from numba import njit, prange
 from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
-from .nodes import _horizon_nodes, _margin, _Pixels, _threshold_table
+from .nodes import _bearing_cos_sin, _horizon_nodes, _margin, _Pixels, _threshold_table
 from .track import _BodySteps
 
 
@@ -123,9 +123,7 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
                       s_lam, s_k0, s_below, s_disc, e_lam, e_k0, e_below, dk, out):
     """out columns: sun steps lit, disc sum, earth steps visible (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
-    bearing = np.arange(n_az) * (2.0 * np.pi / n_az)
-    cos_b = np.cos(bearing)
-    sin_b = np.sin(bearing)
+    cos_b, sin_b = _bearing_cos_sin(n_az)
     for p in prange(n_pix):
         if not valid[p]:
             out[p, 0] = np.nan

@@ -48,6 +48,13 @@ def _asin_small(x):
 
 
 @njit(cache=True)
+def _bearing_cos_sin(n_az):
+    """Cosines and sines of the K grid bearings ``np.arange(K) * 360 / K``."""
+    bearing = np.arange(n_az) * (2.0 * np.pi / n_az)
+    return np.cos(bearing), np.sin(bearing)
+
+
+@njit(cache=True)
 def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b,
                    sun_offset_deg, sun_distance_m, earth_distance_m, sun_lam, sun_delta, earth_lam, earth_delta):
     """Horizon curves of one pixel as Moon-fixed (longitude, latitude) nodes, degrees.

@@ -11,7 +11,7 @@ from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
 from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
-from .nodes import _horizon_nodes, _margin, _Pixels, _threshold_table
+from .nodes import _bearing_cos_sin, _horizon_nodes, _margin, _Pixels, _threshold_table
 from .track import _CELL_LEVELS, _BodySteps, _used_bins
 
 
@@ -120,6 +120,22 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
     state[3] = n_long
 
 
+@njit(cache=True)
+def _threshold_scan(lam, delta, n_bins, steps, cells_a, cells_b, a_first_b, used_a, used_b, long_gap_steps, state):
+    """One body's threshold curve from its nodes, its range over each used cell bin, and
+    the exact scan (into ``state``); returns the curve's table for further lookups."""
+    lam_e, delta_e, slope_e, first = _threshold_table(lam, delta, n_bins)
+    lo_a = np.empty(used_a.size)
+    hi_a = np.empty(used_a.size)
+    lo_b = np.empty(used_b.size)
+    hi_b = np.empty(used_b.size)
+    _bin_ranges(lam_e, delta_e, slope_e, used_a.size, used_a, lo_a, hi_a)
+    _bin_ranges(lam_e, delta_e, slope_e, used_b.size, used_b, lo_b, hi_b)
+    _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
+          long_gap_steps, state)
+    return lam_e, delta_e, slope_e, first
+
+
 @njit(cache=True, parallel=True)
 def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
                        s_steps, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
@@ -129,9 +145,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
     """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit,
     long nights, earth steps visible, longest blackout (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
-    bearing = np.arange(n_az) * (2.0 * np.pi / n_az)
-    cos_b = np.cos(bearing)
-    sin_b = np.sin(bearing)
+    cos_b, sin_b = _bearing_cos_sin(n_az)
     for p in prange(n_pix):
         if not valid[p]:
             for c in range(out.shape[1]):
@@ -146,33 +160,18 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         sl = np.sin(np.radians(lon_deg[p]))
         _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
                        s_rad_mean, s_dist, e_dist, sun_lam, sun_delta, earth_lam, earth_delta)
-        lam_e, delta_e, slope_e, first = _threshold_table(sun_lam, sun_delta, n_bins)
-        lo_a = np.empty(s_used_a.size)
-        hi_a = np.empty(s_used_a.size)
-        lo_b = np.empty(s_used_b.size)
-        hi_b = np.empty(s_used_b.size)
-        _bin_ranges(lam_e, delta_e, slope_e, s_used_a.size, s_used_a, lo_a, hi_a)
-        _bin_ranges(lam_e, delta_e, slope_e, s_used_b.size, s_used_b, lo_b, hi_b)
-        _scan(lam_e, delta_e, slope_e, first, s_steps, s_cells_a, s_cells_b, s_a_first_b, lo_a, hi_a, lo_b, hi_b,
-              long_night_steps, state)
+        lam_e, delta_e, slope_e, first = _threshold_scan(sun_lam, sun_delta, n_bins, s_steps, s_cells_a, s_cells_b,
+                                                         s_a_first_b, s_used_a, s_used_b, long_night_steps, state)
         out[p, 0] = state[0]
         out[p, 1] = _binned_sum(lam_e, delta_e, slope_e, first, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc,
                                 True)[1]
         out[p, 2] = state[1]
         out[p, 3] = state[2]
         out[p, 4] = state[3]
-        lam_e, delta_e, slope_e, first = _threshold_table(earth_lam, earth_delta, n_bins)
-        lo_a = np.empty(e_used_a.size)
-        hi_a = np.empty(e_used_a.size)
-        lo_b = np.empty(e_used_b.size)
-        hi_b = np.empty(e_used_b.size)
-        _bin_ranges(lam_e, delta_e, slope_e, e_used_a.size, e_used_a, lo_a, hi_a)
-        _bin_ranges(lam_e, delta_e, slope_e, e_used_b.size, e_used_b, lo_b, hi_b)
-        _scan(lam_e, delta_e, slope_e, first, e_steps, e_cells_a, e_cells_b, e_a_first_b, lo_a, hi_a, lo_b, hi_b,
-              1 << 62, state)
+        _threshold_scan(earth_lam, earth_delta, n_bins, e_steps, e_cells_a, e_cells_b, e_a_first_b, e_used_a,
+                        e_used_b, 1 << 62, state)
         out[p, 5] = state[0]
         out[p, 6] = state[1]
-
 
 _TRACK_TABLES: dict = {}
 
