@@ -3,7 +3,7 @@
 The near field within ``NEAR_RAY_PX`` pixels of each observer is searched by the
 exact ray (as the reference does), everything farther by the sweep lines, and a
 coarse far field by the same sweep outside the fine terrain's footprint. The far
-field has its own near field, ``NEAR_RAY_PX`` far-field pixels: a sweep line runs
+field has its own near field, ``FAR_NEAR_RAY_PX`` far-field pixels: a sweep line runs
 up to one far-field pixel beside the observer, so next to the footprint's edge it
 may lie outside the footprint where the observer's own ray is still inside it,
 and at short range its samples would be seen at grossly wrong angles. There the
@@ -23,7 +23,11 @@ from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
 #: least accurate close to the observer.
-NEAR_RAY_PX = 8.0
+NEAR_RAY_PX = 12.0
+
+#: The same radius in far-field pixels for the far field's exact ray, whose cost
+#: (a march per observer near the fine grid's edge) grows with it.
+FAR_NEAR_RAY_PX = 8.0
 
 _STAGE = 16
 
@@ -584,8 +588,8 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
 
     Per azimuth: the exact ray within ``near_px`` pixels, the sweep over ``terrain``
     beyond it; over ``far_field`` outside ``terrain``'s footprint, the exact ray
-    within ``_FAR_RAY_FACTOR * near_px`` far-field pixels and the sweep beyond
-    ``near_px`` of them. The largest of these, floored by the terrain beyond the
+    within ``_FAR_RAY_FACTOR * FAR_NEAR_RAY_PX`` far-field pixels and the sweep beyond
+    ``FAR_NEAR_RAY_PX`` of them. The largest of these, floored by the terrain beyond the
     grids (see ``continuation_tan``).
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
@@ -614,9 +618,9 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         nr, nc = terrain.shape
         foot = np.array([grid.x0_m + 0.5 * res, grid.x0_m + (nc - 0.5) * res,
                          grid.y0_m - (nr - 0.5) * res, grid.y0_m - 0.5 * res])
-        # far samples within near_px far-field pixels come from the exact ray (_far_near_kernel)
+        # far samples within FAR_NEAR_RAY_PX far-field pixels come from the exact ray (_far_near_kernel)
         occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot,
-                          near_px * far_field.grid.resolution_m, zero_grads))
+                          FAR_NEAR_RAY_PX * far_field.grid.resolution_m, zero_grads))
         far_near_tan = np.full(h_abs.shape, -np.inf)
     # where a search leaves the supplied grids (their bounding box), for the continuation floor
     outer = [grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
@@ -665,7 +669,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
                 _far_near_kernel(
                     z.shape[0], z.shape[1], grid.x0_m, grid.y0_m, grid.resolution_m, fz, fg.x0_m, fg.y0_m,
                     fg.resolution_m, r0, c0, h_abs, math.sin(b), math.cos(b),
-                    _FAR_RAY_FACTOR * near_px * fg.resolution_m,
+                    _FAR_RAY_FACTOR * FAR_NEAR_RAY_PX * fg.resolution_m,
                     far_near_tan,
                 )
                 np.maximum(near_tan, far_near_tan, out=near_tan)
