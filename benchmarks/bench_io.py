@@ -31,7 +31,8 @@ import numpy as np
 CASE = """
 import json, sys, time
 import numpy as np
-from sitesel.terrain.io import Region, read_terrain
+from sitesel.terrain.io import read_terrain
+from sitesel.terrain.region import Region
 kind, path, half_m, n = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
 if kind == "numpy":

@@ -132,7 +132,8 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, quiet):
     """Run the full pipeline on a DEM described by CONFIG.toml."""
     from .config import load_config
-    from .terrain.io import read_far_field, read_terrain, read_terrain_with_halo, region_from_config
+    from .terrain.io import read_far_field, read_terrain, read_terrain_with_halo
+    from .terrain.region import region_from_config
 
     if workers and scheduler:
         raise SiteselError("give either --workers or --scheduler, not both")

@@ -45,14 +45,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from .errors import SiteselError
-from .terrain.io import Region, region_from_config
+from .terrain.region import Region, region_from_config
 
 _NUMBER = (int, float)
 
 #: section -> key -> (accepted types, default). ``None`` default = optional, absent.
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
     "dem": {"path": ((str,), None), "far_field": ((str,), None)},
-    # The region's keys are the fields of terrain.io.Region, which also checks how they combine.
+    # The region's keys are the fields of terrain.region.Region, which also checks how they combine.
     "region": {field.name: (_NUMBER, None) for field in fields(Region)},
     "time": {
         "start": ((str,), "2027-01-01"),

@@ -239,7 +239,7 @@ def fetch_product(name: str, dest: Path | None = None, base_url: str | None = No
     catalogue and the label (LINES x LINE_SAMPLES x bytes, RECORD_BYTES x
     FILE_RECORDS), and the SHA-256 where the catalogue has one.
     """
-    from .terrain.io import parse_pds3_label
+    from .terrain.pds3 import parse_pds3_label
 
     products = {p["name"].upper(): p for p in list_products(catalogue)}
     p = products.get(name.upper())

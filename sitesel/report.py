@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .outputs import METRIC_COLUMNS, jsonable, write_text
-from .terrain.io import file_sha256
+from .terrain.checksum import file_sha256
 
 #: Packages whose versions are recorded (distribution names).
 VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "rasterio", "skyfield", "matplotlib", "sitesel")
@@ -241,7 +241,7 @@ def build_manifest(*, inputs, config: dict, timings: dict, extra: dict) -> dict:
     """The content of ``manifest.json``.
 
     Keys: ``inputs`` (path, sha256 with its scope as in
-    :func:`sitesel.terrain.io.file_sha256`, size_bytes of each input file), ``config``,
+    :func:`sitesel.terrain.checksum.file_sha256`, size_bytes of each input file), ``config``,
     ``versions``, ``timings`` (seconds, rounded to ms), ``platform``, a
     ``note`` and every key of ``extra`` (which must not clash with these).
     """

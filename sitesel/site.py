@@ -12,7 +12,8 @@ from .errors import SiteselError
 from .horizon import bearings_deg, horizon_map
 from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
-from .terrain.io import Region, open_dem, read_terrain
+from .terrain.io import open_dem, read_terrain
+from .terrain.region import Region
 
 
 def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: float = 2.0,

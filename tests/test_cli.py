@@ -1,7 +1,6 @@
 """The `sitesel` command: end to end on a reduced demo, and every input error path."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

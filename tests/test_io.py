@@ -17,16 +17,15 @@ from sitesel.constants import MOON_RADIUS_M
 from sitesel.errors import SiteselError
 from sitesel.terrain.grid import Grid, latlon_to_xy
 from sitesel.terrain.io import (
-    Region,
     describe_dem,
     format_description,
     jp2_supported,
-    parse_pds3_label,
     read_far_field,
     read_terrain,
-    region_from_config,
     write_terrain,
 )
+from sitesel.terrain.pds3 import parse_pds3_label
+from sitesel.terrain.region import Region, region_from_config
 from sitesel.terrain.model import Terrain
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
@@ -548,7 +547,8 @@ def test_4000_window_of_a_30400_float_product_stays_under_1_gb_resident(tmp_path
     (tmp_path / "LDEM_80S_20M_FLOAT.LBL").write_text(pds3_label(img.name, lines=n, samples=n, sample_type="PC_REAL",
                                                                 bits=32, unit="KILOMETER", scaling=1.0, offset=0.0))
     code = f"""
-from sitesel.terrain.io import Region, read_terrain
+from sitesel.terrain.io import read_terrain
+from sitesel.terrain.region import Region
 t = read_terrain({str(img)!r}, Region(x_min_m=-40000.0, x_max_m=40000.0, y_min_m=-40000.0, y_max_m=40000.0))
 assert t.shape == (4000, 4000), t.shape
 print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) * 1024)
