@@ -52,11 +52,19 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
     pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
                            total_time_s=time.perf_counter() - clock)
     if not quiet:
-        _print_sites(result.sites, out_dir, time.perf_counter() - clock)
+        _print_sites(result, out_dir, time.perf_counter() - clock)
     return result
 
 
-def _print_sites(sites, out_dir: Path, wall_s: float):
+def _print_sites(result, out_dir: Path, wall_s: float):
+    sites = result.sites
+    if not sites:
+        from .report import no_sites_hint
+
+        landing_m = result.profile.radius_m or result.profile.ellipse_semi_major_m
+        click.echo("No site met every hard constraint: " + no_sites_hint((result.constraint_summary, landing_m)))
+        click.echo(f"Wrote {out_dir} in {wall_s:.1f} s (report: {out_dir / 'report.md'})")
+        return
     click.echo(f"Top {len(sites)} sites (full table in {out_dir / 'sites.csv'}):")
     click.echo(f"{'rank':>4} {'lat':>9} {'lon':>9} {'score':>6} {'slope':>6} {'sun':>6} {'night_h':>8} {'earth':>6}")
     for s in sites:

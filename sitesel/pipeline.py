@@ -19,8 +19,8 @@ from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
-from .ranking import rank_sites
-from .scoring import Profile, load_profile, profile_from_dict, score_layers
+from .ranking import rank_sites, region_to_mask
+from .scoring import Profile, constraint_pass_fractions, load_profile, profile_from_dict, score_layers
 from .surface import slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
@@ -86,6 +86,7 @@ class RunResult:
     track: Track
     site_series: list[dict]
     site_horizons: list[np.ndarray]
+    constraint_summary: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
@@ -192,6 +193,7 @@ def compute(
     layers["feasible"] = feasible
     layers["score"] = score
     sites = rank_sites(score, feasible, layers, analysed.grid, profile)
+    constraint_summary = constraint_pass_fractions(layers, profile, region_to_mask(analysed.grid, profile.region))
     for site in sites:
         site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
     timings["scoring_ranking"] = time.perf_counter() - clock
@@ -230,6 +232,7 @@ def compute(
         track=track,
         site_series=site_series,
         site_horizons=site_horizons,
+        constraint_summary=constraint_summary,
         timings_s=timings,
     )
 
@@ -333,9 +336,11 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
     }
     comparison = height_comparison(result)
     summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
+    landing = result.profile.radius_m or result.profile.ellipse_semi_major_m
     report_path = out_dir / "report.md"
     report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary,
-                        height_comparison=comparison if several_heights else None)
+                        height_comparison=comparison if several_heights else None,
+                        constraints=(result.constraint_summary, landing))
     written.append(report_path)
     timings = dict(result.timings_s)
     timings["outputs"] = time.perf_counter() - clock

@@ -109,10 +109,24 @@ def _run_section(run: dict) -> list[str]:
     return lines + [""]
 
 
-def _sites_section(sites: list[dict]) -> list[str]:
+def no_sites_hint(constraints) -> str:
+    """Why no site was found, in one line, from ``(pass fractions, landing size m)``."""
+    fractions, landing_m = constraints
+    if fractions.get("region_pixels", 1) == 0:
+        return "the profile's [region] holds no pixel of the analysed grid: move the region or the DEM window."
+    parts = ", ".join(f"{key} {share:.1%}" for key, share in fractions.items() if key not in ("all", "region_pixels"))
+    return (f"pixels in the profile region meeting each hard constraint: {parts}; all at once: "
+            f"{fractions['all']:.2%}. A site needs every pixel of its landing area (up to {landing_m:g} m from "
+            "the centre) to meet them all: relax the tightest constraint, shrink [landing], or use a sharper DEM.")
+
+
+def _sites_section(sites: list[dict], constraints=None) -> list[str]:
     lines = ["## Top sites", ""]
     if not sites:
-        return lines + ["No site met every hard constraint of the profile.", ""]
+        lines.append("No site met every hard constraint of the profile.")
+        if constraints is not None:
+            lines += ["", no_sites_hint(constraints)[0].upper() + no_sites_hint(constraints)[1:]]
+        return lines + [""]
     lines.append(
         "Score: the profile score over the landing ellipse; the other columns are the values at the site centre."
     )
@@ -194,11 +208,12 @@ def _figures_section(figures) -> list[str]:
     return lines
 
 
-def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict, height_comparison=None) -> str:
+def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict, height_comparison=None,
+                constraints=None) -> str:
     """The Markdown text of the report (see :func:`write_report`)."""
     lines = ["# sitesel report", ""]
     lines += _run_section(run)
-    lines += _sites_section(sites)
+    lines += _sites_section(sites, constraints)
     lines += _terms_section(sites)
     lines += _summary_section(layers_summary)
     lines += _heights_section(height_comparison)
@@ -207,7 +222,7 @@ def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict, 
 
 
 def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str, str]], layers_summary: dict,
-                 height_comparison: list[dict] | None = None):
+                 height_comparison: list[dict] | None = None, constraints=None):
     """Atomically write ``report.md``.
 
     Parameters
@@ -224,9 +239,14 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
         Whole-map figures, e.g. ``psr_area_km2``.
     height_comparison : list of dict, optional
         One entry per observer height (see :func:`sitesel.pipeline.height_comparison`).
+    constraints : (dict, float), optional
+        Share of the profile region's pixels meeting each hard constraint and all
+        of them (:func:`sitesel.scoring.constraint_pass_fractions`), and the
+        landing area's radius or semi-major axis in metres: explains an empty
+        site list.
     """
     return write_text(path, report_text(run=run, sites=sites, figures=figures, layers_summary=layers_summary,
-                                        height_comparison=height_comparison))
+                                        height_comparison=height_comparison, constraints=constraints))
 
 
 # --------------------------------------------------------------------------- manifest

@@ -318,6 +318,27 @@ def normalise_metric(name: str, values) -> np.ndarray:
     return np.clip(term, 0.0, 1.0).astype(np.float32)
 
 
+def constraint_pass_fractions(layers: dict, profile: Profile, mask=None) -> dict[str, float]:
+    """Share of the pixels (within ``mask``, if given) that meet each hard constraint of
+    the profile, all of them at once (key ``"all"``) and the number of pixels counted
+    (``"region_pixels"``); pixels without data fail.
+    Explains an empty site list: a site needs every pixel of its landing area to pass."""
+    shape = np.shape(next(iter(layers.values())))
+    mask = np.ones(shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    n = max(int(mask.sum()), 1)
+    every = mask.copy()
+    out = {}
+    for key, limit in profile.constraints.items():
+        values = np.asarray(layers[_CONSTRAINT_KEYS[key]])
+        with np.errstate(invalid="ignore"):
+            ok = (values >= limit if key.startswith("min_") else values <= limit) & mask
+        out[key] = float(ok.sum() / n)
+        every &= ok
+    out["all"] = float(every.sum() / n)
+    out["region_pixels"] = int(mask.sum())
+    return out
+
+
 def score_layers(layers: dict, profile: Profile) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Apply a profile's constraints and weights to the metric layers.
 

@@ -209,3 +209,18 @@ def test_run_with_two_heights_and_years(small_dem, tmp_path, capsys):
     assert "Observer heights compared" in report
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run"]["period"]["end"] == "2028-12-31T12:00:00"  # 2 Julian years of 365.25 days
+
+
+def test_run_without_any_site_says_which_constraint_binds(small_dem, tmp_path, capsys):
+    cfg = tmp_path / "strict.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n[horizon]\nazimuths = 36\n'
+                   '[profile]\nname = "strict"\n[profile.constraints]\nmin_sun_lit_fraction = 0.999\n'
+                   'max_slope_deg = 2.0\n[profile.weights]\nslope_deg = 1.0\n')
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(["run", cfg, "--out", out], capsys)
+    assert code == 0, err
+    assert "No site met every hard constraint: pixels in the profile region meeting each hard constraint: " in stdout
+    assert "min_sun_lit_fraction" in stdout and "max_slope_deg" in stdout
+    report = (out / "report.md").read_text()
+    assert "No site met every hard constraint of the profile." in report
+    assert "Pixels in the profile region meeting each hard constraint" in report

@@ -272,3 +272,30 @@ def test_infinite_psr_distance_is_data_not_nodata():
     np.testing.assert_allclose(score, [[0.5, 1.0]])
     limited = profile_from_dict(minimal(constraints={"max_psr_distance_m": 5000.0}))
     assert score_layers(layers, limited)[0].tolist() == [[0, 1]]
+
+
+def test_constraint_pass_fractions_count_like_a_plain_loop():
+    from sitesel.report import no_sites_hint
+    from sitesel.scoring import constraint_pass_fractions
+
+    rng = np.random.default_rng(5)
+    layers = {"slope_deg": rng.uniform(0, 20, (30, 40)), "sun_lit_fraction": rng.uniform(0, 1, (30, 40))}
+    layers["slope_deg"][0, :5] = np.nan  # no data: fails
+    profile = profile_from_dict(minimal(constraints={"max_slope_deg": 8.0, "min_sun_lit_fraction": 0.6}), "x.toml")
+    mask = np.zeros((30, 40), bool)
+    mask[:20] = True
+    got = constraint_pass_fractions(layers, profile, mask)
+    n_slope = n_sun = n_all = 0
+    for i in range(20):
+        for j in range(40):
+            slope_ok = layers["slope_deg"][i, j] <= 8.0  # False for NaN
+            sun_ok = layers["sun_lit_fraction"][i, j] >= 0.6
+            n_slope += slope_ok
+            n_sun += sun_ok
+            n_all += slope_ok and sun_ok
+    assert got == pytest.approx({"max_slope_deg": n_slope / 800, "min_sun_lit_fraction": n_sun / 800,
+                                 "all": n_all / 800, "region_pixels": 800})
+    hint = no_sites_hint((got, 1000.0))
+    assert "max_slope_deg" in hint and "1000 m" in hint and f"{n_all / 800:.2%}" in hint
+    assert "[region] holds no pixel" in no_sites_hint((constraint_pass_fractions(layers, profile, mask & False),
+                                                        500.0))
