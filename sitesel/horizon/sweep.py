@@ -31,6 +31,9 @@ FAR_NEAR_RAY_PX = 8.0
 
 _STAGE = 16
 
+#: Consecutive sweep lines walked by one thread in a row (see ``_sweep_kernel``).
+_LINE_BLOCK = 16
+
 #: Pixels per block of the staged copy-out (see ``_flush``).
 _FLUSH_BLOCK = 64
 
@@ -199,146 +202,151 @@ def _sweep_kernel(
     ap_far = ap + s * (op + nwp - 1)
     to_lo = min(sp * ap_near, sp * ap_far)
     to_hi = max(sp * ap_near, sp * ap_far)
-    # Lines i and i + 2 share no observer, so each pass is free of races. Passes
-    # go by absolute parity of i so that an observer always adds its two lines in
-    # the same order (floating-point sums, possibly fused, then match across tiles).
+    # Lines are taken in blocks of _LINE_BLOCK consecutive lines, one thread per block,
+    # so that a thread walks the two lines of each observer one after the other while
+    # their rows are still in cache. Blocks k and k + 2 share no observer, so each pass
+    # (by absolute parity of the block) is free of races, and an observer always adds
+    # its two lines in the same order (floating-point sums then match across tiles).
+    blk_lo = i_lo // _LINE_BLOCK
+    blk_hi = i_hi // _LINE_BLOCK
     for parity in range(2):
-        first = i_lo + ((parity - i_lo) % 2)
-        for m in prange(max(0, (i_hi - first) // 2 + 1)):
-            i = first + 2 * m
-            # Walk from where the line leaves the occluder grown by one pixel in q (every
-            # near-field observer's lines lie inside it), so a line's samples do not
-            # depend on the observer window: tiles give identical results.
-            pl = 0.0
-            ph = npp - 1.0
-            if g == 0.0:
-                if i < -1 or i > nq:
-                    pl = 1.0
-                    ph = 0.0
-            else:
-                e0 = (-1.0 - i) / g
-                e1 = (nq - i) / g
-                pl = max(pl, min(e0, e1))
-                ph = min(ph, max(e0, e1))
-            if pl <= ph:
-                # observers beyond the far end (only possible for a far field that does
-                # not cover the window) are handled at the first step, with an empty hull
-                t_start = math.floor(max(sp * pl, sp * ph))
-            else:
-                t_start = math.ceil(to_hi)
-            t_end = min(math.floor(to_lo), t_start)
-            length = t_start - t_end + 1
-            sx = np.empty(length)
-            sy = np.empty(length)
-            st = np.empty(length)
-            sv = np.zeros(length, np.bool_)
-            hx = np.empty(length)
-            hy = np.empty(length)
-            n_hull = 0
-            v = 0
-            n_s = 0
-            ins = 0
-            s_th = 0.0
-            c_th = 1.0
-            ik_prev = 0.0
-            # observer columns in decreasing t
-            if sp > 0:
-                wp = nwp - 1
-                dwp = -1
-            else:
-                wp = 0
-                dwp = 1
-            for t in range(t_start, t_end - 1, -1):
-                p = sp * t
-                q = i + g * p
-                x = mx0 + mxp * p + mxq * q
-                y = my0 + myp * p + myq * q
-                ik = inv_k(x, y)
-                if n_s > 0:
-                    dth = step_len * 0.5 * (ik_prev + ik) / _R
-                    # rotate by -dth (small angle; Taylor terms well below float64 precision)
-                    sd = dth - dth * dth * dth / 6.0
-                    cd = 1.0 - 0.5 * dth * dth
-                    s_new = s_th * cd - c_th * sd
-                    c_th = c_th * cd + s_th * sd
-                    s_th = s_new
-                ik_prev = ik
-                dth_step = step_len * ik / _R
-                z = np.nan
-                # a line along the first or last row (column) misses it by round-off in g p
-                # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
-                if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
-                    q = min(max(q, 0.0), nq - 1.0)
-                    q0 = int(q)
-                    fq = q - q0
-                    if fq > 0.0:
-                        z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
-                    else:
-                        z = a[q0, p]
-                    if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
-                        z = np.nan
-                rz = _R + z
-                sx[n_s] = rz * s_th
-                sy[n_s] = rz * c_th
-                st[n_s] = t
-                sv[n_s] = np.isfinite(z)
-                n_s += 1
-                # observers whose column falls at or after this sample
-                while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
-                    po = ap + s * (op + wp)
-                    t_obs = sp * po
-                    qi = i + g * po
-                    # gate by the column, not by each observer's foot, so that which
-                    # observers share the column (the window) cannot change a result
-                    while ins < n_s and st[ins] > t_obs + lag_t:
-                        if sv[ins]:
-                            n_hull = _hull_push(hx, hy, n_hull, sx[ins], sy[ins])
-                        ins += 1
-                    # rows strictly within one line spacing: |aq + s (oq + wq) - qi| < 1
-                    wq_lo = max(0, math.floor((qi - 1.0 - aq) * inv_s) + 1 - oq)
-                    wq_hi = min(nwq - 1, math.ceil((qi + 1.0 - aq) * inv_s) - 1 - oq)
-                    for wq in range(wq_lo, wq_hi + 1):
-                        dq = aq + s * (oq + wq) - qi
-                        w = 1.0 - abs(dq)
-                        if w <= 0.0:
-                            continue
-                        hab = h_abs[wq, wp] - dq * grad_q[wq, wp]
-                        if not np.isfinite(hab):
-                            continue
-                        tv = -np.inf
-                        if n_hull > 0:
-                            # the observer's foot on this line, as a central angle from the sample
-                            dlt = (t_obs + dq * shift_t - t) * dth_step
-                            # second order: a far-field step is ~6e-4 rad, and the first-order
-                            # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
-                            sdl = dlt - dlt * dlt * dlt / 6.0
-                            cdl = 1.0 - 0.5 * dlt * dlt
-                            so = s_th * cdl + c_th * sdl
-                            co = c_th * cdl - s_th * sdl
-                            ro = _R + hab
-                            xo = ro * so
-                            yo = ro * co
-                            v = _hull_tangent(hx, hy, n_hull, xo, yo, v)
-                            ddx = hx[v] - xo
-                            ddy = hy[v] - yo
-                            fwd = ddx * co - ddy * so
-                            up = ddx * so + ddy * co
-                            if fwd > 0.0:
-                                tv = up / fwd
-                        if not tv >= tan_dip[wq, wp]:
-                            if acc_transposed:
-                                row, col = op + wp, oq + wq
-                            else:
-                                row, col = oq + wq, op + wp
-                            x_o = obs_grid[0] + (col + 0.5) * obs_grid[2]
-                            y_o = obs_grid[1] - (row + 0.5) * obs_grid[2]
-                            tv = max(tv, _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
-                                                    observer_height_m, tan_dip[wq, wp]))
-                        if acc_transposed:
-                            acc[wp, wq] += w * tv
+        first_blk = blk_lo + ((parity - blk_lo) % 2)
+        for m in prange(max(0, (blk_hi - first_blk) // 2 + 1)):
+            blk = first_blk + 2 * m
+            for i in range(max(i_lo, blk * _LINE_BLOCK), min(i_hi, blk * _LINE_BLOCK + _LINE_BLOCK - 1) + 1):
+                # Walk from where the line leaves the occluder grown by one pixel in q (every
+                # near-field observer's lines lie inside it), so a line's samples do not
+                # depend on the observer window: tiles give identical results.
+                pl = 0.0
+                ph = npp - 1.0
+                if g == 0.0:
+                    if i < -1 or i > nq:
+                        pl = 1.0
+                        ph = 0.0
+                else:
+                    e0 = (-1.0 - i) / g
+                    e1 = (nq - i) / g
+                    pl = max(pl, min(e0, e1))
+                    ph = min(ph, max(e0, e1))
+                if pl <= ph:
+                    # observers beyond the far end (only possible for a far field that does
+                    # not cover the window) are handled at the first step, with an empty hull
+                    t_start = math.floor(max(sp * pl, sp * ph))
+                else:
+                    t_start = math.ceil(to_hi)
+                t_end = min(math.floor(to_lo), t_start)
+                length = t_start - t_end + 1
+                sx = np.empty(length)
+                sy = np.empty(length)
+                st = np.empty(length)
+                sv = np.zeros(length, np.bool_)
+                hx = np.empty(length)
+                hy = np.empty(length)
+                n_hull = 0
+                v = 0
+                n_s = 0
+                ins = 0
+                s_th = 0.0
+                c_th = 1.0
+                ik_prev = 0.0
+                # observer columns in decreasing t
+                if sp > 0:
+                    wp = nwp - 1
+                    dwp = -1
+                else:
+                    wp = 0
+                    dwp = 1
+                for t in range(t_start, t_end - 1, -1):
+                    p = sp * t
+                    q = i + g * p
+                    x = mx0 + mxp * p + mxq * q
+                    y = my0 + myp * p + myq * q
+                    ik = inv_k(x, y)
+                    if n_s > 0:
+                        dth = step_len * 0.5 * (ik_prev + ik) / _R
+                        # rotate by -dth (small angle; Taylor terms well below float64 precision)
+                        sd = dth - dth * dth * dth / 6.0
+                        cd = 1.0 - 0.5 * dth * dth
+                        s_new = s_th * cd - c_th * sd
+                        c_th = c_th * cd + s_th * sd
+                        s_th = s_new
+                    ik_prev = ik
+                    dth_step = step_len * ik / _R
+                    z = np.nan
+                    # a line along the first or last row (column) misses it by round-off in g p
+                    # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
+                    if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
+                        q = min(max(q, 0.0), nq - 1.0)
+                        q0 = int(q)
+                        fq = q - q0
+                        if fq > 0.0:
+                            z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
                         else:
-                            acc[wq, wp] += w * tv
-                    wp += dwp
+                            z = a[q0, p]
+                        if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
+                            z = np.nan
+                    rz = _R + z
+                    sx[n_s] = rz * s_th
+                    sy[n_s] = rz * c_th
+                    st[n_s] = t
+                    sv[n_s] = np.isfinite(z)
+                    n_s += 1
+                    # observers whose column falls at or after this sample
+                    while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
+                        po = ap + s * (op + wp)
+                        t_obs = sp * po
+                        qi = i + g * po
+                        # gate by the column, not by each observer's foot, so that which
+                        # observers share the column (the window) cannot change a result
+                        while ins < n_s and st[ins] > t_obs + lag_t:
+                            if sv[ins]:
+                                n_hull = _hull_push(hx, hy, n_hull, sx[ins], sy[ins])
+                            ins += 1
+                        # rows strictly within one line spacing: |aq + s (oq + wq) - qi| < 1
+                        wq_lo = max(0, math.floor((qi - 1.0 - aq) * inv_s) + 1 - oq)
+                        wq_hi = min(nwq - 1, math.ceil((qi + 1.0 - aq) * inv_s) - 1 - oq)
+                        for wq in range(wq_lo, wq_hi + 1):
+                            dq = aq + s * (oq + wq) - qi
+                            w = 1.0 - abs(dq)
+                            if w <= 0.0:
+                                continue
+                            hab = h_abs[wq, wp] - dq * grad_q[wq, wp]
+                            if not np.isfinite(hab):
+                                continue
+                            tv = -np.inf
+                            if n_hull > 0:
+                                # the observer's foot on this line, as a central angle from the sample
+                                dlt = (t_obs + dq * shift_t - t) * dth_step
+                                # second order: a far-field step is ~6e-4 rad, and the first-order
+                                # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
+                                sdl = dlt - dlt * dlt * dlt / 6.0
+                                cdl = 1.0 - 0.5 * dlt * dlt
+                                so = s_th * cdl + c_th * sdl
+                                co = c_th * cdl - s_th * sdl
+                                ro = _R + hab
+                                xo = ro * so
+                                yo = ro * co
+                                v = _hull_tangent(hx, hy, n_hull, xo, yo, v)
+                                ddx = hx[v] - xo
+                                ddy = hy[v] - yo
+                                fwd = ddx * co - ddy * so
+                                up = ddx * so + ddy * co
+                                if fwd > 0.0:
+                                    tv = up / fwd
+                            if not tv >= tan_dip[wq, wp]:
+                                if acc_transposed:
+                                    row, col = op + wp, oq + wq
+                                else:
+                                    row, col = oq + wq, op + wp
+                                x_o = obs_grid[0] + (col + 0.5) * obs_grid[2]
+                                y_o = obs_grid[1] - (row + 0.5) * obs_grid[2]
+                                tv = max(tv, _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
+                                                        observer_height_m, tan_dip[wq, wp]))
+                            if acc_transposed:
+                                acc[wp, wq] += w * tv
+                            else:
+                                acc[wq, wp] += w * tv
+                        wp += dwp
 
 
 def _sweep_frames(terrain_grid, r0, c0, occ_grid, bearing_rad):
