@@ -56,3 +56,13 @@ def test_ground_distance_closed_form_matches_quadrature(x_m, y_m, bearing_deg, s
     want, _ = quad(lambda s: 1.0 / (1.0 + ((x_m + s * dx) ** 2 + (y_m + s * dy) ** 2) / (4 * MOON_RADIUS_M**2)),
                    0.0, s_map, epsabs=1e-9, epsrel=1e-13)
     assert _ground_distance(x_m, y_m, dx, dy, s_map) == pytest.approx(want, rel=1e-11, abs=1e-6)
+
+
+def test_fast_atan_in_degrees_matches_numpy():
+    from sitesel.horizon.sweep import _atan_deg
+
+    x = np.concatenate([np.linspace(-50.0, 50.0, 20001), np.tan(np.radians(np.linspace(-89.99, 89.99, 20001))),
+                        [0.0, 1.0, -1.0, 1e300, -1e300]])
+    got = np.array([_atan_deg(v) for v in x])
+    np.testing.assert_allclose(got, np.degrees(np.arctan(x)), rtol=0, atol=3e-6)
+    assert _atan_deg(-np.inf) == -90.0 and _atan_deg(np.inf) == 90.0
