@@ -43,6 +43,21 @@ def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
         hi[j] = max(mx, v)
 
 
+@njit(cache=True, inline="always")
+def _extend(runs, n, visible, long_gap_steps):
+    """``runs`` = (visible steps, current hidden run, current visible run, longest hidden,
+    longest visible, hidden runs of at least ``long_gap_steps`` ended so far) after n more
+    steps that are all visible or all hidden."""
+    n_vis, run_off, run_on, longest_off, longest_on, n_long = runs
+    if visible:
+        if run_off >= long_gap_steps:
+            n_long += 1
+        run_on += n
+        return n_vis + n, 0, run_on, longest_off, max(longest_on, run_on), n_long
+    run_off += n
+    return n_vis, run_off, 0, max(longest_off, run_off), longest_on, n_long
+
+
 @njit(cache=True)
 def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
           long_gap_steps, state):
@@ -62,56 +77,25 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
     """
     a_start, a_bin, a_kmin, a_kmax = cells_a
     b_start, b_bin, b_kmin, b_kmax = cells_b
-    n_vis = 0
-    run_off = 0
-    run_on = 0
-    longest_off = 0
-    longest_on = 0
-    n_long = 0
+    runs = (0, 0, 0, 0, 0, 0)
     for a in range(a_bin.size):
         ja = a_bin[a]
-        lit = a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG
-        if lit or a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
-            cells_lo, cells_hi, single = a, a + 1, True
+        if a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG:
+            runs = _extend(runs, a_start[a + 1] - a_start[a], True, long_gap_steps)
+        elif a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
+            runs = _extend(runs, a_start[a + 1] - a_start[a], False, long_gap_steps)
         else:
-            cells_lo, cells_hi, single = a_first_b[a], a_first_b[a + 1], False
-        for b in range(cells_lo, cells_hi):
-            if single:
-                n = a_start[b + 1] - a_start[b]
-                t0 = t1 = 0
-            else:
+            for b in range(a_first_b[a], a_first_b[a + 1]):
                 jb = b_bin[b]
-                n = b_start[b + 1] - b_start[b]
-                lit = b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG
-                t0 = t1 = 0
-                if not lit and b_kmin[b] < hi_b[jb] + _CELL_EPS_DEG:
-                    t0, t1 = b_start[b], b_start[b + 1]  # undecided: step by step
-            if t1 == t0:
-                if lit:
-                    if run_off >= long_gap_steps:
-                        n_long += 1
-                    run_off = 0
-                    n_vis += n
-                    run_on += n
-                    longest_on = max(longest_on, run_on)
+                if b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG:
+                    runs = _extend(runs, b_start[b + 1] - b_start[b], True, long_gap_steps)
+                elif b_kmin[b] >= hi_b[jb] + _CELL_EPS_DEG:
+                    runs = _extend(runs, b_start[b + 1] - b_start[b], False, long_gap_steps)
                 else:
-                    run_on = 0
-                    run_off += n
-                    longest_off = max(longest_off, run_off)
-                continue
-            for t in range(t0, t1):
-                m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
-                if m > 0.0:
-                    if run_off >= long_gap_steps:
-                        n_long += 1
-                    run_off = 0
-                    n_vis += 1
-                    run_on += 1
-                    longest_on = max(longest_on, run_on)
-                else:
-                    run_on = 0
-                    run_off += 1
-                    longest_off = max(longest_off, run_off)
+                    for t in range(b_start[b], b_start[b + 1]):
+                        m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
+                        runs = _extend(runs, 1, m > 0.0, long_gap_steps)
+    n_vis, run_off, _, longest_off, longest_on, n_long = runs
     if run_off >= long_gap_steps:
         n_long += 1
     state[0] = n_vis
