@@ -12,7 +12,7 @@ from ..ephemeris import Track
 from ..terrain.model import Terrain
 from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
 from .nodes import _bearing_cos_sin, _horizon_nodes, _margin, _Pixels, _threshold_table
-from .track import _CELL_LEVELS, _BodySteps, _used_bins
+from .track import _CELL_LEVELS, _BodySteps
 
 
 #: Cells are decided only when their keys clear the threshold's range by this
@@ -21,8 +21,9 @@ _CELL_EPS_DEG = 1e-9
 
 
 @njit(cache=True)
-def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
-    """Least and largest threshold over each used bin [j w, (j + 1) w] (w = 360 / n_bins)."""
+def _bin_ranges(lam_e, delta_e, slope_e, used, lo, hi):
+    """Least and largest threshold over each used bin [j w, (j + 1) w] (w = 360 / used.size)."""
+    n_bins = used.size
     w = 360.0 / n_bins
     for j in range(n_bins):
         if not used[j]:
@@ -44,6 +45,17 @@ def _bin_ranges(lam_e, delta_e, slope_e, n_bins, used, lo, hi):
 
 
 @njit(cache=True, inline="always")
+def _cell_state(kmin, kmax, lo, hi):
+    """1 if every key of a cell (``kmin``..``kmax``) lies below the threshold's least value
+    over its bin (visible throughout), 0 if at or above its largest (hidden), -1 if undecided."""
+    if kmax < lo - _CELL_EPS_DEG:
+        return 1
+    if kmin >= hi + _CELL_EPS_DEG:
+        return 0
+    return -1
+
+
+@njit(cache=True, inline="always")
 def _extend(runs, n, visible, long_gap_steps):
     """``runs`` = (visible steps, current hidden run, current visible run, longest hidden,
     longest visible, hidden runs of at least ``long_gap_steps`` ended so far) after n more
@@ -60,7 +72,7 @@ def _extend(runs, n, visible, long_gap_steps):
 
 @njit(cache=True)
 def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
-          long_gap_steps, state):
+          long_gap_steps):
     """Exact pass over every time step for one pixel and body, decided cell by cell.
 
     ``margin = delta(lam_t) - key_t`` (deg) is > 0 when the body is visible. A
@@ -71,53 +83,46 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
     thus counted as the per-step evaluation would count it: this is exact, not
     an approximation.
 
-    ``steps`` (T, 4) holds each step's longitude, key, radius and longitude bin
-    side by side. Fills ``state`` = [visible steps, longest hidden run, longest
-    visible run, hidden runs of at least ``long_gap_steps``].
+    ``steps`` (T, 3) holds each step's longitude, key and longitude bin side by
+    side. Returns (visible steps, longest hidden run, longest visible run, hidden
+    runs of at least ``long_gap_steps``).
     """
     a_start, a_bin, a_kmin, a_kmax = cells_a
     b_start, b_bin, b_kmin, b_kmax = cells_b
     runs = (0, 0, 0, 0, 0, 0)
     for a in range(a_bin.size):
-        ja = a_bin[a]
-        if a_kmax[a] < lo_a[ja] - _CELL_EPS_DEG:
-            runs = _extend(runs, a_start[a + 1] - a_start[a], True, long_gap_steps)
-        elif a_kmin[a] >= hi_a[ja] + _CELL_EPS_DEG:
-            runs = _extend(runs, a_start[a + 1] - a_start[a], False, long_gap_steps)
-        else:
-            for b in range(a_first_b[a], a_first_b[a + 1]):
-                jb = b_bin[b]
-                if b_kmax[b] < lo_b[jb] - _CELL_EPS_DEG:
-                    runs = _extend(runs, b_start[b + 1] - b_start[b], True, long_gap_steps)
-                elif b_kmin[b] >= hi_b[jb] + _CELL_EPS_DEG:
-                    runs = _extend(runs, b_start[b + 1] - b_start[b], False, long_gap_steps)
-                else:
-                    for t in range(b_start[b], b_start[b + 1]):
-                        m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 3]), steps[t, 1])
-                        runs = _extend(runs, 1, m > 0.0, long_gap_steps)
+        state = _cell_state(a_kmin[a], a_kmax[a], lo_a[a_bin[a]], hi_a[a_bin[a]])
+        if state >= 0:
+            runs = _extend(runs, a_start[a + 1] - a_start[a], state == 1, long_gap_steps)
+            continue
+        for b in range(a_first_b[a], a_first_b[a + 1]):
+            state = _cell_state(b_kmin[b], b_kmax[b], lo_b[b_bin[b]], hi_b[b_bin[b]])
+            if state >= 0:
+                runs = _extend(runs, b_start[b + 1] - b_start[b], state == 1, long_gap_steps)
+                continue
+            for t in range(b_start[b], b_start[b + 1]):
+                m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 2]), steps[t, 1])
+                runs = _extend(runs, 1, m > 0.0, long_gap_steps)
     n_vis, run_off, _, longest_off, longest_on, n_long = runs
     if run_off >= long_gap_steps:
         n_long += 1
-    state[0] = n_vis
-    state[1] = longest_off
-    state[2] = longest_on
-    state[3] = n_long
+    return n_vis, longest_off, longest_on, n_long
 
 
 @njit(cache=True)
-def _threshold_scan(lam, delta, n_bins, steps, cells_a, cells_b, a_first_b, used_a, used_b, long_gap_steps, state):
+def _threshold_scan(lam, delta, n_bins, steps, cells_a, cells_b, a_first_b, used_a, used_b, long_gap_steps):
     """One body's threshold curve from its nodes, its range over each used cell bin, and
-    the exact scan (into ``state``); returns the curve's table for further lookups."""
+    the exact scan; returns the curve's table (for further lookups) and the scan's counts."""
     lam_e, delta_e, slope_e, first = _threshold_table(lam, delta, n_bins)
     lo_a = np.empty(used_a.size)
     hi_a = np.empty(used_a.size)
     lo_b = np.empty(used_b.size)
     hi_b = np.empty(used_b.size)
-    _bin_ranges(lam_e, delta_e, slope_e, used_a.size, used_a, lo_a, hi_a)
-    _bin_ranges(lam_e, delta_e, slope_e, used_b.size, used_b, lo_b, hi_b)
-    _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
-          long_gap_steps, state)
-    return lam_e, delta_e, slope_e, first
+    _bin_ranges(lam_e, delta_e, slope_e, used_a, lo_a, hi_a)
+    _bin_ranges(lam_e, delta_e, slope_e, used_b, lo_b, hi_b)
+    counts = _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
+                   long_gap_steps)
+    return (lam_e, delta_e, slope_e, first), counts
 
 
 @njit(cache=True, parallel=True)
@@ -139,23 +144,23 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         sun_delta = np.empty(n_az)
         earth_lam = np.empty(n_az)
         earth_delta = np.empty(n_az)
-        state = np.empty(4, np.int64)
         cl = np.cos(np.radians(lon_deg[p]))
         sl = np.sin(np.radians(lon_deg[p]))
         _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
                        s_rad_mean, s_dist, e_dist, sun_lam, sun_delta, earth_lam, earth_delta)
-        lam_e, delta_e, slope_e, first = _threshold_scan(sun_lam, sun_delta, n_bins, s_steps, s_cells_a, s_cells_b,
-                                                         s_a_first_b, s_used_a, s_used_b, long_night_steps, state)
-        out[p, 0] = state[0]
-        out[p, 1] = _binned_sum(lam_e, delta_e, slope_e, first, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc,
-                                True)[1]
-        out[p, 2] = state[1]
-        out[p, 3] = state[2]
-        out[p, 4] = state[3]
-        _threshold_scan(earth_lam, earth_delta, n_bins, e_steps, e_cells_a, e_cells_b, e_a_first_b, e_used_a,
-                        e_used_b, 1 << 62, state)
-        out[p, 5] = state[0]
-        out[p, 6] = state[1]
+        table, (n_lit, longest_dark, longest_lit, n_long) = _threshold_scan(
+            sun_lam, sun_delta, n_bins, s_steps, s_cells_a, s_cells_b, s_a_first_b, s_used_a, s_used_b,
+            long_night_steps)
+        out[p, 0] = n_lit
+        out[p, 1] = _binned_sum(*table, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc, True)[1]
+        out[p, 2] = longest_dark
+        out[p, 3] = longest_lit
+        out[p, 4] = n_long
+        _, (n_seen, longest_blackout, _, _) = _threshold_scan(
+            earth_lam, earth_delta, n_bins, e_steps, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b, 1 << 62)
+        out[p, 5] = n_seen
+        out[p, 6] = longest_blackout
+
 
 _TRACK_TABLES: dict = {}
 
@@ -214,10 +219,9 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
         b = min(a + chunk, n_pix)
         _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
                            px.horizon_deg[a:b], px.valid[a:b],
-                           sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *_used_bins(sun),
-                           earth.packed, earth.mean_distance_m, *earth.cells,
-                           *_used_bins(earth), n_bins, s_lam_mean, s_k0, s_below, s_disc, _BINNED_KEY_DEG,
-                           long_steps, out[a:b])
+                           sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *sun.used_bins,
+                           earth.packed, earth.mean_distance_m, *earth.cells, *earth.used_bins, n_bins,
+                           s_lam_mean, s_k0, s_below, s_disc, _BINNED_KEY_DEG, long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
 

@@ -34,9 +34,15 @@ class _BodySteps:
         (width_a, cap_a), (width_b, cap_b) = levels
         self.n_bins_a = round(360.0 / width_a)
         self.n_bins_b = round(360.0 / width_b)
-        self.packed = np.ascontiguousarray(np.column_stack(
-            [self.lam_deg, self.key_deg, self.radius_deg, self.bin.astype(np.float64)]))
+        # longitude, key and bin side by side: the scan reads a step from one cache line
+        self.packed = np.ascontiguousarray(np.column_stack([self.lam_deg, self.key_deg, self.bin.astype(np.float64)]))
         self.cells = _build_cells(self.lam_deg, self.key_deg, self.n_bins_a, cap_a, self.n_bins_b, cap_b)
+        # per level, the bins that hold a cell: a pixel evaluates its threshold's range only there
+        self.used_bins = []
+        for cells, n_bins_level in zip(self.cells[:2], (self.n_bins_a, self.n_bins_b)):
+            used = np.zeros(n_bins_level, dtype=np.bool_)
+            used[cells[1]] = True
+            self.used_bins.append(used)
 
 
 #: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
@@ -103,13 +109,3 @@ def _build_cells(lam, key, n_bins_a, cap_a, n_bins_b, cap_b):
             kmax[c] = hi
         out.append((starts[:count + 1].copy(), bins, kmin, kmax))
     return out[0], out[1], a_first_b[:n_a + 1].copy()
-
-
-def _used_bins(steps: _BodySteps):
-    """Masks of the bins that hold a cell, per level (a pixel evaluates its threshold range only there)."""
-    masks = []
-    for cells, n_bins in zip(steps.cells[:2], (steps.n_bins_a, steps.n_bins_b)):
-        used = np.zeros(n_bins, dtype=np.bool_)
-        used[cells[1]] = True
-        masks.append(used)
-    return masks
