@@ -61,7 +61,7 @@ def _print_sites(result, out_dir: Path, wall_s: float):
     if not sites:
         from .report import no_sites_hint
 
-        landing_m = result.profile.radius_m or result.profile.ellipse_semi_major_m
+        landing_m = result.profile.ellipse_semi_major_m  # the disc radius for a disc
         click.echo("No site met every hard constraint: " + no_sites_hint((result.constraint_summary, landing_m)))
         click.echo(f"Wrote {out_dir} in {wall_s:.1f} s (report: {out_dir / 'report.md'})")
         return

@@ -336,7 +336,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
     }
     comparison = height_comparison(result)
     summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
-    landing = result.profile.radius_m or result.profile.ellipse_semi_major_m
+    landing = result.profile.ellipse_semi_major_m  # the disc radius for a disc
     report_path = out_dir / "report.md"
     report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary,
                         height_comparison=comparison if several_heights else None,

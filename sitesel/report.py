@@ -125,7 +125,8 @@ def _sites_section(sites: list[dict], constraints=None) -> list[str]:
     if not sites:
         lines.append("No site met every hard constraint of the profile.")
         if constraints is not None:
-            lines += ["", no_sites_hint(constraints)[0].upper() + no_sites_hint(constraints)[1:]]
+            hint = no_sites_hint(constraints)
+            lines += ["", hint[0].upper() + hint[1:]]
         return lines + [""]
     lines.append(
         "Score: the profile score over the landing ellipse; the other columns are the values at the site centre."

@@ -318,6 +318,16 @@ def normalise_metric(name: str, values) -> np.ndarray:
     return np.clip(term, 0.0, 1.0).astype(np.float32)
 
 
+def _constraint_masks(layers: dict, profile: Profile) -> dict[str, np.ndarray]:
+    """Per hard constraint of the profile, where its layer meets the limit (NaN fails)."""
+    masks = {}
+    for key, limit in profile.constraints.items():
+        values = np.asarray(layers[_CONSTRAINT_KEYS[key]])
+        with np.errstate(invalid="ignore"):
+            masks[key] = values >= limit if key.startswith("min_") else values <= limit
+    return masks
+
+
 def constraint_pass_fractions(layers: dict, profile: Profile, mask=None) -> dict[str, float]:
     """Share of the pixels (within ``mask``, if given) that meet each hard constraint of
     the profile, all of them at once (key ``"all"``) and the number of pixels counted
@@ -328,10 +338,8 @@ def constraint_pass_fractions(layers: dict, profile: Profile, mask=None) -> dict
     n = max(int(mask.sum()), 1)
     every = mask.copy()
     out = {}
-    for key, limit in profile.constraints.items():
-        values = np.asarray(layers[_CONSTRAINT_KEYS[key]])
-        with np.errstate(invalid="ignore"):
-            ok = (values >= limit if key.startswith("min_") else values <= limit) & mask
+    for key, ok in _constraint_masks(layers, profile).items():
+        ok &= mask
         out[key] = float(ok.sum() / n)
         every &= ok
     out["all"] = float(every.sum() / n)
@@ -377,10 +385,8 @@ def score_layers(layers: dict, profile: Profile) -> tuple[np.ndarray, np.ndarray
     feasible = np.ones(shape, dtype=bool)
     for m in used:
         feasible &= ~np.isnan(layers[m])
-    for key, limit in profile.constraints.items():
-        values = np.asarray(layers[_CONSTRAINT_KEYS[key]])
-        with np.errstate(invalid="ignore"):
-            feasible &= values >= limit if key.startswith("min_") else values <= limit
+    for ok in _constraint_masks(layers, profile).values():
+        feasible &= ok
 
     term_scores = {}
     total = np.zeros(shape, dtype=np.float64)
