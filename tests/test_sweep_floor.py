@@ -66,3 +66,12 @@ def test_fast_atan_in_degrees_matches_numpy():
     got = np.array([_atan_deg(v) for v in x])
     np.testing.assert_allclose(got, np.degrees(np.arctan(x)), rtol=0, atol=3e-6)
     assert _atan_deg(-np.inf) == -90.0 and _atan_deg(np.inf) == 90.0
+
+
+def test_series_sin_cos_matches_numpy():
+    from sitesel._fastmath import sin_cos
+
+    for x in np.concatenate([np.linspace(-0.7, 0.7, 4001), [1.0, -2.5, 3.0]]):
+        s, c = sin_cos(x)
+        assert s == pytest.approx(math.sin(x), rel=1e-15, abs=1e-17)
+        assert c == pytest.approx(math.cos(x), rel=1e-15, abs=1e-17)

@@ -18,6 +18,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .._fastmath import sin_cos
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
@@ -146,17 +147,8 @@ def _floor_tan(x_m, y_m, sin_b, cos_b, box, ground_m, observer_height_m, tan_dip
     elif cos_b < -1e-12:
         ty = (box[1] - y_m) / cos_b
     theta = max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R
-    if theta < 0.25:
-        # Taylor series: the omitted terms are below 1e-17 relative here, and libm's
-        # sin and cos would make this branch the costliest part of the sweep
-        t2 = theta * theta
-        sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0 * (
-            1.0 - t2 / 72.0 * (1.0 - t2 / 110.0)))))
-        cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0 * (
-            1.0 - t2 / 90.0 * (1.0 - t2 / 132.0)))))
-    else:
-        sin_t = math.sin(theta)
-        cos_t = math.cos(theta)
+    # series: libm's sin and cos would make this branch the costliest part of the sweep
+    sin_t, cos_t = sin_cos(theta)
     r_ground = _R + ground_m
     r_obs = r_ground + observer_height_m
     if r_obs * cos_t >= r_ground:  # nearer than the tangent point
@@ -526,13 +518,7 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                     continue
                 theta = psi / _R
                 rt = _R + ht
-                if theta < 0.1:  # series: omitted terms below 1e-12 relative, and no libm calls
-                    t2 = theta * theta
-                    sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0)))
-                    cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0)))
-                else:
-                    sin_t = math.sin(theta)
-                    cos_t = math.cos(theta)
+                sin_t, cos_t = sin_cos(theta)
                 tn = (rt * cos_t - ro) / (rt * sin_t)
                 best = max(best, tn)
             out_tan[wr, wc] = best

@@ -8,14 +8,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .._fastmath import sin_cos
 from ..constants import MOON_RADIUS_M
 from ..terrain.grid import local_frame
 from ..terrain.model import Terrain
-
-
-def _bearings_deg(n_azimuths: int) -> np.ndarray:
-    """The K grid bearings horizons are stored at: ``np.arange(K) * 360 / K``."""
-    return np.arange(n_azimuths) * (360.0 / n_azimuths)
 
 
 @njit(cache=True, inline="always")
@@ -25,16 +21,6 @@ def _atan_small(x):
         x2 = x * x
         return x * (1.0 - x2 * (1.0 / 3.0 - x2 * (0.2 - x2 * (1.0 / 7.0 - x2 / 9.0))))
     return np.arctan(x)
-
-
-@njit(cache=True, inline="always")
-def _sin_small(x):
-    """sin(x), by its series for |x| < 0.6 (error < 3e-13) and libm otherwise."""
-    if abs(x) < 0.6:
-        x2 = x * x
-        return x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (
-            1.0 - x2 / 110.0 * (1.0 - x2 / 156.0))))))
-    return np.sin(x)
 
 
 @njit(cache=True, inline="always")
@@ -76,7 +62,7 @@ def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, s
         hx = sa * east[0] + ca * north[0]
         hy = sa * east[1] + ca * north[1]
         hz = sa * east[2] + ca * north[2]
-        se = _sin_small(horizon_deg[k] * to_rad)
+        se = sin_cos(horizon_deg[k] * to_rad)[0]
         ce = np.sqrt(1.0 - se * se)
         _node(hx, hy, hz, up, r_m, ce, se, earth_distance_m, cos_b[k], sin_b[k], k * 360.0 / n, earth_lam, earth_delta, k)
         _node(hx, hy, hz, up, r_m, ce * cos_off + se * sin_off, se * cos_off - ce * sin_off, sun_distance_m,
@@ -165,17 +151,11 @@ def _margin(lam_e, delta_e, slope_e, first, lam_t, bin_t, key_t):
     return delta_e[i] + slope_e[i] * (lam_t - lam_e[i]) - key_t
 
 
-def _window(terrain: Terrain, rows, cols) -> Terrain:
-    if rows is None and cols is None:
-        return terrain
-    return terrain.window(rows if rows is not None else slice(None), cols if cols is not None else slice(None))
-
-
 class _Pixels:
     """Flattened per-pixel inputs of a window: local frames, longitudes, observer radii, horizons."""
 
     def __init__(self, terrain: Terrain, horizon_deg, observer_height_m, rows, cols):
-        sub = _window(terrain, rows, cols)
+        sub = terrain.window(rows or slice(None), cols or slice(None))
         self.shape = sub.shape
         self.grid = sub.grid
         horizon_deg = np.asarray(horizon_deg)

@@ -6,9 +6,10 @@ import numpy as np
 
 from ..constants import MOON_RADIUS_M, SUN_RADIUS_M
 from ..ephemeris import Track
+from ..horizon import bearings_deg
 from ..terrain.grid import local_frame
 from ..terrain.model import Terrain
-from .nodes import _bearings_deg, _Pixels
+from .nodes import _Pixels
 
 
 def disc_visible_fraction(u):
@@ -39,7 +40,7 @@ def body_directions(lat_deg: float, lon_deg: float, radius_m: float, position_m:
 
 def _horizon_at(bearing_deg, horizon_deg_1d):
     horizon = np.asarray(horizon_deg_1d, dtype=np.float64)
-    return np.interp(bearing_deg, _bearings_deg(horizon.size), horizon, period=360.0)
+    return np.interp(bearing_deg, bearings_deg(horizon.size), horizon, period=360.0)
 
 
 def point_series(lat_deg, lon_deg, ground_height_m, observer_height_m, horizon_deg_1d, track: Track,
