@@ -35,6 +35,7 @@ Example::
 
     [run]
     tile_px = 1024
+    exact_everywhere = false     # true: gap lengths at every pixel even on long runs over large maps
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], object]]] = {
     "observer": {"height_m": ((int, float, list), 2.0)},
     "horizon": {"azimuths": ((int,), 180), "max_distance_km": (_NUMBER, 150.0), "halo_km": (_NUMBER, 10.0)},
     "surface": {"baseline_m": (_NUMBER, 20.0)},
-    "run": {"tile_px": ((int,), 1024)},
+    "run": {"tile_px": ((int,), 1024), "exact_everywhere": ((bool,), False)},
 }
 
 #: Top-level scalar keys.
@@ -79,7 +80,7 @@ def _type_names(types):
 
 def _check_type(where: str, value, types):
     # bool is an int subclass in Python; a boolean is never a valid number here.
-    if isinstance(value, bool) or not isinstance(value, types):
+    if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
         raise SiteselError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
 
 

@@ -20,11 +20,12 @@ from .ephemeris import Track, body_track
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
 from .ranking import rank_sites, region_to_mask
-from .scoring import Profile, constraint_pass_fractions, load_profile, profile_from_dict, score_layers
+from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
+                      score_layers)
 from .surface import slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
-from .visibility import point_series, psr_area_km2, psr_layers, visibility_layers
+from .visibility import ExactWhere, point_series, psr_area_km2, psr_layers, visibility_layers
 
 #: Per-tile visibility layers (computed tile by tile, checkpointed).
 TILE_LAYERS = (
@@ -35,6 +36,7 @@ TILE_LAYERS = (
     "longest_blackout_h",
     "longest_sunlit_h",
     "n_long_nights",
+    "visibility_exact",
 )
 #: Nights at least this long are counted in ``n_long_nights`` (3 days: a typical battery sizing case).
 LONG_NIGHT_H = 72.0
@@ -50,6 +52,8 @@ LAYER_INFO = {
     "longest_blackout_h": ("h", "longest span without the Earth above the horizon"),
     "longest_sunlit_h": ("h", "longest span with some of the solar disc always visible"),
     "n_long_nights": ("1", f"number of nights of at least {LONG_NIGHT_H:g} h"),
+    "visibility_exact": ("1", "visibility layers from every time step (1), or binned fractions and no gap "
+                              "lengths (0)"),
     "psr": ("1", "permanently shadowed during the period (1) or not (0)"),
     "psr_distance_m": ("m", "distance to the nearest permanently shadowed pixel"),
     "feasible": ("1", "all hard constraints of the profile met (1) or not (0)"),
@@ -57,6 +61,10 @@ LAYER_INFO = {
 }
 #: Layers that exist once per observer height.
 HEIGHT_LAYERS = (*TILE_LAYERS, "psr", "psr_distance_m")
+
+#: Above this many pixels x time steps a run scans every step only where it matters (see
+#: :class:`~sitesel.visibility.ExactWhere`): a year of 1 h steps on a 2048^2 map.
+EXACT_BUDGET_PIXEL_STEPS = 2048 * 2048 * 8784
 
 #: Heatmaps drawn for every run: layer -> (title, colour map).
 HEATMAPS = {
@@ -141,17 +149,33 @@ def compute(
     )
     timings["surface"] = time.perf_counter() - clock
 
+    # Long runs on large maps scan every time step only at pixels that can meet the profile's
+    # limits (and possible permanent shadow): the scores, sites and PSR are those of a full scan.
+    refine = (not config["run"]["exact_everywhere"]
+              and analysed.shape[0] * analysed.shape[1] * len(track) > EXACT_BUDGET_PIXEL_STEPS)
+    surface_ok = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile) if refine else None
+    limits = {key: value for key, value in profile.constraints.items()
+              if key in ("min_sun_lit_fraction", "min_sun_disc_fraction", "min_earth_visible_fraction")}
+
+    # seconds spent in each kernel by the tiles computed in this process (not resumed, not on a cluster)
+    stage_s = {"horizon": 0.0, "visibility": 0.0}
+
     def compute_tile(tile, on_step=None):
         """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility pass."""
         rows, cols = in_terrain(tile)
+        exact_where = ExactWhere(surface_ok[tile], **limits) if refine else None
         result = {}
         for i, height_m in enumerate(heights_m):
+            clock = time.perf_counter()
             horizon_deg = horizon_map(
                 terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field,
                 progress=None if on_step is None else lambda done, total: on_step(),
             )
+            stage_s["horizon"] += time.perf_counter() - clock
+            clock = time.perf_counter()
             layers = visibility_layers(terrain, horizon_deg, track, height_m, rows=rows, cols=cols,
-                                       long_night_h=LONG_NIGHT_H)
+                                       long_night_h=LONG_NIGHT_H, exact_where=exact_where)
+            stage_s["visibility"] += time.perf_counter() - clock
             if on_step is not None:
                 on_step()
             for name in TILE_LAYERS:
@@ -160,7 +184,7 @@ def compute(
 
     tiles = tile_slices(analysed.shape, int(config["run"]["tile_px"]))
     key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance,
-                  [r0, c0, *analysed.shape])
+                  [r0, c0, *analysed.shape], profile.constraints if refine else None)
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
     # Progress counts azimuths and visibility passes; a finished (or resumed) tile jumps to its share.
@@ -175,6 +199,8 @@ def compute(
         work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
         results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)
     timings["horizon_visibility"] = time.perf_counter() - clock
+    if client is None:
+        timings.update({f"{name} (in tiles)": seconds for name, seconds in stage_s.items()})
 
     height_layers = {}
     for i, height_m in enumerate(heights_m):
@@ -218,9 +244,18 @@ def compute(
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
+    if refine:
+        where = (" where visibility_exact = 1 (pixels that can meet the profile's limits, and possible permanent "
+                 "shadow); elsewhere ")
+        for name in ("sun_lit_fraction", "earth_visible_fraction"):
+            methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
+        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
+            methods[name] = f"{exact}{where}not computed (NaN); [run] exact_everywhere = true computes every pixel"
+    methods["visibility_exact"] = "1 where every time step was scanned"
     methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
                                     "points of the per-step value); per step at the ranked sites in sites.csv")
-    methods["psr"] = methods["psr_distance_m"] = methods["sun_lit_fraction"]
+    # possible shadow is always scanned: a pixel left binned is lit for over 0.5% of the steps
+    methods["psr"] = methods["psr_distance_m"] = exact
 
     return RunResult(
         terrain=analysed,

@@ -318,14 +318,26 @@ def normalise_metric(name: str, values) -> np.ndarray:
     return np.clip(term, 0.0, 1.0).astype(np.float32)
 
 
-def _constraint_masks(layers: dict, profile: Profile) -> dict[str, np.ndarray]:
-    """Per hard constraint of the profile, where its layer meets the limit (NaN fails)."""
+def _constraint_masks(layers: dict, profile: Profile, present_only: bool = False) -> dict[str, np.ndarray]:
+    """Per hard constraint of the profile, where its layer meets the limit (NaN fails);
+    with ``present_only``, only the constraints on layers given in ``layers``."""
     masks = {}
     for key, limit in profile.constraints.items():
+        if present_only and _CONSTRAINT_KEYS[key] not in layers:
+            continue
         values = np.asarray(layers[_CONSTRAINT_KEYS[key]])
         with np.errstate(invalid="ignore"):
             masks[key] = values >= limit if key.startswith("min_") else values <= limit
     return masks
+
+
+def constraints_met(layers: dict, profile: Profile) -> np.ndarray:
+    """Where every hard constraint of the profile on the given ``layers`` holds; constraints
+    on other layers are ignored (e.g. the surface limits, before visibility is known)."""
+    ok = np.ones(np.shape(next(iter(layers.values()))), dtype=bool)
+    for mask in _constraint_masks(layers, profile, present_only=True).values():
+        ok &= mask
+    return ok
 
 
 def constraint_pass_fractions(layers: dict, profile: Profile, mask=None) -> dict[str, float]:

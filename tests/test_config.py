@@ -27,6 +27,8 @@ def test_years_span():
         ({"time": {"stepp_hours": 1}}, "unknown key 'time.stepp_hours'"),
         ({"time": {"step_hours": "1h"}}, "key 'time.step_hours': expected number"),
         ({"horizon": {"azimuths": 180.5}}, "key 'horizon.azimuths': expected integer"),
+        ({"horizon": {"azimuths": True}}, "key 'horizon.azimuths': expected integer"),
+        ({"run": {"exact_everywhere": 1}}, "key 'run.exact_everywhere': expected boolean"),
         ({"observer": {"height_m": True}}, "key 'observer.height_m'"),
         ({"time": "2027"}, "'time' must be a table"),
         ({"time": {"end": "2028-01-01", "years": 1}}, "either time.end or time.years"),

@@ -63,3 +63,53 @@ def test_multi_year_layers_are_exact_per_step(terrain, exact_run):
             assert exact_run.layers[name][row, col] == pytest.approx(reference[name], abs=track.step_hours), name
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             assert exact_run.layers[name][row, col] == pytest.approx(reference[name], abs=0.005), name
+
+
+@pytest.fixture(scope="module")
+def refined_run(terrain, tmp_path_factory):
+    # a budget of 0 pixel-steps: every run scans every step only where it matters
+    patch = pytest.MonkeyPatch()
+    patch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    try:
+        return pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path_factory.mktemp("t"), quiet=True)
+    finally:
+        patch.undo()
+
+
+def test_refined_run_scores_and_ranks_as_the_exact_run(exact_run, refined_run):
+    exact_mask = refined_run.layers["visibility_exact"] == 1
+    valid = np.isfinite(exact_run.layers["sun_lit_fraction"])
+    assert np.all(exact_run.layers["visibility_exact"][valid] == 1)
+    # both kinds of pixel occur, and every feasible pixel was scanned
+    assert 0 < exact_mask.sum() < valid.sum()
+    assert np.all(exact_mask[exact_run.layers["feasible"] == 1])
+    for name in ("feasible", "score", "psr", "psr_distance_m"):
+        np.testing.assert_array_equal(refined_run.layers[name], exact_run.layers[name], err_msg=name)
+    key = [(s["rank"], s["row"], s["col"], s["score"]) for s in exact_run.sites]
+    assert key and key == [(s["rank"], s["row"], s["col"], s["score"]) for s in refined_run.sites]
+
+
+def test_refined_layers_are_exact_or_binned(exact_run, refined_run):
+    for height_m, exact in exact_run.height_layers.items():
+        refined = refined_run.height_layers[height_m]
+        scanned = refined["visibility_exact"] == 1
+        rest = refined["visibility_exact"] == 0
+        assert rest.any()
+        for name in pipeline.TILE_LAYERS:
+            np.testing.assert_array_equal(refined[name][scanned], exact[name][scanned], err_msg=name)
+        for name in ("sun_lit_fraction", "earth_visible_fraction"):
+            assert np.abs(refined[name][rest] - exact[name][rest]).max() <= 0.005, name
+        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
+            assert np.isnan(refined[name][rest]).all(), name
+    assert "not computed" in refined_run.layer_methods["longest_night_h"]
+    assert refined_run.layer_methods["psr"].startswith("exact per time step")
+
+
+def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    config = small_config(years=2)
+    config["run"]["exact_everywhere"] = True
+    result = pipeline.compute(terrain, config, tile_dir=tmp_path, quiet=True)
+    valid = np.isfinite(result.layers["sun_lit_fraction"])
+    assert np.all(result.layers["visibility_exact"][valid] == 1)
+    assert np.isfinite(result.layers["longest_night_h"][valid]).all()

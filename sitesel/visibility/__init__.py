@@ -41,6 +41,11 @@ per-step count. The solar disc's visible fraction alone would need every step
 with a partly hidden disc (a grazing Sun near the pole is often partly hidden),
 so :func:`visibility_layers` takes it from the binned tables below instead.
 
+With an :class:`ExactWhere`, :func:`visibility_layers` scans only the pixels
+that can meet a profile's limits (and possible permanent shadow), and gives
+the others the binned fractions below and no gap lengths: a run does this on
+long spans over large maps, where scanning every pixel would dominate its cost.
+
 :func:`visibility_fractions` answers the fractions only, at a cost that does
 not depend on the number of steps: the same thresholds are looked up in
 per-longitude-bin cumulative tables of the step keys (:class:`BinnedTrack`).
@@ -63,10 +68,11 @@ about ``1 / c`` deg per deg of azimuth.
 
 from .binned import BinnedTrack, visibility_fractions
 from .psr import psr_area_km2, psr_layers
-from .scan import visibility_layers
+from .scan import ExactWhere, visibility_layers
 from .series import body_directions, disc_visible_fraction, gap_statistics, point_series
 
 __all__ = [
+    "ExactWhere",
     "BinnedTrack",
     "body_directions",
     "disc_visible_fraction",

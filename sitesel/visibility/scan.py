@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
@@ -110,35 +111,55 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
 
 
 @njit(cache=True)
-def _threshold_scan(lam, delta, n_bins, steps, cells_a, cells_b, a_first_b, used_a, used_b, long_gap_steps):
-    """One body's threshold curve from its nodes, its range over each used cell bin, and
-    the exact scan; returns the curve's table (for further lookups) and the scan's counts."""
-    lam_e, delta_e, slope_e, first = _threshold_table(lam, delta, n_bins)
+def _body_counts(table, body, long_gap_steps):
+    """The exact scan of one body's track (``_BodySteps.scan_args``) against one pixel's
+    threshold curve ``table`` (``_threshold_table``); returns :func:`_scan`'s counts.
+    A threshold that clears the whole track's key range decides every step at once."""
+    lam_e, delta_e, slope_e, first = table
+    steps = body[0]
+    cells_a = (body[1], body[2], body[3], body[4])
+    cells_b = (body[5], body[6], body[7], body[8])
+    a_first_b, used_a, used_b = body[9], body[10], body[11]
     lo_a = np.empty(used_a.size)
     hi_a = np.empty(used_a.size)
+    _bin_ranges(lam_e, delta_e, slope_e, used_a, lo_a, hi_a)
+    lo_all = np.inf
+    hi_all = -np.inf
+    for j in range(used_a.size):
+        if used_a[j]:
+            lo_all = min(lo_all, lo_a[j])
+            hi_all = max(hi_all, hi_a[j])
+    n = steps.shape[0]
+    state = _cell_state(body[12], body[13], lo_all, hi_all)
+    if state == 1:
+        return n, 0, n, 0
+    if state == 0:
+        return 0, n, 0, 1 if n >= long_gap_steps else 0
     lo_b = np.empty(used_b.size)
     hi_b = np.empty(used_b.size)
-    _bin_ranges(lam_e, delta_e, slope_e, used_a, lo_a, hi_a)
     _bin_ranges(lam_e, delta_e, slope_e, used_b, lo_b, hi_b)
-    counts = _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
-                   long_gap_steps)
-    return (lam_e, delta_e, slope_e, first), counts
+    return _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
+                 long_gap_steps)
 
 
 @njit(cache=True, parallel=True)
-def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
-                       s_steps, s_rad_mean, s_dist, s_cells_a, s_cells_b, s_a_first_b,
-                       s_used_a, s_used_b,
-                       e_steps, e_dist, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b,
-                       n_bins, s_lam_mean, s_k0, s_below, s_disc, dk, long_night_steps, out):
-    """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit,
-    long nights, earth steps visible, longest blackout (NaN where invalid)."""
+def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_everywhere, eligible, limits,
+                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, s_binned, e_binned, dk, long_night_steps, out):
+    """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit, long
+    nights, earth steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
+
+    A pixel is scanned over every step of ``sun`` and ``earth`` if ``exact_everywhere``,
+    or if it is ``eligible`` and its binned fractions (sun lit, disc, earth) reach
+    ``limits[:3]`` of the steps, or if its binned sun-lit fraction is below ``limits[3]``.
+    Otherwise its counts are the binned ones and its gap lengths NaN.
+    """
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
+    n_steps = max(sun[0].shape[0], 1)
     for p in prange(n_pix):
+        for c in range(out.shape[1]):
+            out[p, c] = np.nan
         if not valid[p]:
-            for c in range(out.shape[1]):
-                out[p, c] = np.nan
             continue
         sun_lam = np.empty(n_az)
         sun_delta = np.empty(n_az)
@@ -148,39 +169,65 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid,
         sl = np.sin(np.radians(lon_deg[p]))
         _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
                        s_rad_mean, s_dist, e_dist, sun_lam, sun_delta, earth_lam, earth_delta)
-        table, (n_lit, longest_dark, longest_lit, n_long) = _threshold_scan(
-            sun_lam, sun_delta, n_bins, s_steps, s_cells_a, s_cells_b, s_a_first_b, s_used_a, s_used_b,
-            long_night_steps)
-        out[p, 0] = n_lit
-        out[p, 1] = _binned_sum(*table, n_bins, s_lam_mean, s_k0, dk, s_below, s_disc, True)[1]
-        out[p, 2] = longest_dark
-        out[p, 3] = longest_lit
-        out[p, 4] = n_long
-        _, (n_seen, longest_blackout, _, _) = _threshold_scan(
-            earth_lam, earth_delta, n_bins, e_steps, e_cells_a, e_cells_b, e_a_first_b, e_used_a, e_used_b, 1 << 62)
-        out[p, 5] = n_seen
-        out[p, 6] = longest_blackout
+        sun_table = _threshold_table(sun_lam, sun_delta, n_bins)
+        earth_table = _threshold_table(earth_lam, earth_delta, n_bins)
+        n_lit, disc = _binned_sum(*sun_table, n_bins, s_binned[0], s_binned[1], dk, s_binned[2], s_binned[3], True)
+        out[p, 1] = disc
+        scan = exact_everywhere
+        if not scan:
+            n_seen = _binned_sum(*earth_table, n_bins, e_binned[0], e_binned[1], dk, e_binned[2], e_binned[2],
+                                 False)[0]
+            scan = (eligible[p] and n_lit >= limits[0] * n_steps and disc >= limits[1] * n_steps
+                    and n_seen >= limits[2] * n_steps) or n_lit < limits[3] * n_steps
+            out[p, 0] = n_lit
+            out[p, 5] = n_seen
+        out[p, 7] = 1.0 if scan else 0.0
+        if scan:
+            out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps)
+            out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, 1 << 62)
 
+
+#: Margin (fraction) on the binned fractions when choosing the pixels to scan: twice
+#: their error bound, so every pixel whose exact fraction meets a limit is scanned.
+_BINNED_MARGIN = 0.01
 
 _TRACK_TABLES: dict = {}
 
 
 def _track_tables(track: Track, n_bins: int):
-    """The Sun's and Earth's steps with their cells, and the Sun's binned tables, for a
-    track: built once per (track, n_bins) and kept while the track lives, since a run
-    calls :func:`visibility_layers` once per tile with the same track."""
+    """The Sun's and Earth's steps with their cells, and their binned tables: built once
+    per (track, n_bins) and kept while the track lives, since a run calls
+    :func:`visibility_layers` once per tile with the same track."""
     key = (id(track), n_bins)
     if key not in _TRACK_TABLES:
         sun = _BodySteps(track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"])
         earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
-        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1:])
+        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1:], _binned_tables(earth, "earth")[1:])
         weakref.finalize(track, _TRACK_TABLES.pop, key, None)
     return _TRACK_TABLES[key]
 
 
+@dataclass(frozen=True)
+class ExactWhere:
+    """The pixels that :func:`visibility_layers` scans over every step, when not all.
+
+    ``eligible`` (bool, the window's shape) marks the pixels that meet every
+    constraint not about visibility (slope, roughness); those whose binned
+    fractions also reach the ``min_*`` limits, less twice the binned error
+    bound, are scanned, and so are the pixels whose binned sun-lit fraction is
+    below that margin (possible permanent shadow, which must be exact). Every
+    pixel that can meet all the limits thus gets exact values.
+    """
+
+    eligible: np.ndarray
+    min_sun_lit_fraction: float = 0.0
+    min_sun_disc_fraction: float = 0.0
+    min_earth_visible_fraction: float = 0.0
+
+
 def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, observer_height_m: float,
                       rows: slice | None = None, cols: slice | None = None, progress=None,
-                      long_night_h: float = 72.0) -> dict[str, np.ndarray]:
+                      long_night_h: float = 72.0, exact_where: ExactWhere | None = None) -> dict[str, np.ndarray]:
     """Sun and Earth visibility layers for a window of ``terrain``.
 
     Parameters
@@ -198,30 +245,46 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
         Called with the number of pixels finished after each chunk (e.g. ``tqdm.update``).
     long_night_h : float
         Threshold for the ``n_long_nights`` layer, hours.
+    exact_where : ExactWhere, optional
+        Scan only these pixels over every step (default: all). The others get the
+        binned fractions (within 0.5 percentage points, as
+        :func:`~sitesel.visibility.visibility_fractions`) and NaN gap lengths.
 
     Returns
     -------
     dict of float32 arrays (nrows, ncols), NaN at nodata or where the horizon is NaN:
     ``sun_lit_fraction``, ``sun_disc_fraction``, ``longest_night_h``,
     ``earth_visible_fraction``, ``longest_blackout_h``, plus ``longest_sunlit_h``
-    (longest span with some of the disc always visible) and ``n_long_nights``
-    (nights of at least ``long_night_h``). Spans are counted in whole steps and
-    cut at the ends of the period.
+    (longest span with some of the disc always visible), ``n_long_nights``
+    (nights of at least ``long_night_h``) and ``visibility_exact`` (1 where every
+    step was scanned). Spans are counted in whole steps and cut at the ends of
+    the period. ``sun_disc_fraction`` is always the binned value.
     """
     px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
     n_bins = 2 * px.n_az  # regular index bins, half a node spacing wide
-    sun, earth, (s_lam_mean, s_k0, s_below, s_disc) = _track_tables(track, n_bins)
+    sun, earth, s_binned, e_binned = _track_tables(track, n_bins)
     long_steps = max(1, int(np.ceil(long_night_h / track.step_hours - 1e-9)))
     n_pix = px.horizon_deg.shape[0]
-    out = np.empty((n_pix, 7))
+    if exact_where is None:
+        eligible = np.ones(n_pix, dtype=np.bool_)
+        limits = np.zeros(4)
+    else:
+        eligible = np.asarray(exact_where.eligible, dtype=np.bool_)
+        if eligible.shape != px.shape:
+            raise ValueError(f"exact_where.eligible has shape {eligible.shape}, expected {px.shape}")
+        eligible = np.ascontiguousarray(eligible.ravel())
+        limits = np.array([exact_where.min_sun_lit_fraction, exact_where.min_sun_disc_fraction,
+                           exact_where.min_earth_visible_fraction, 0.0]) - _BINNED_MARGIN
+        limits[3] = _BINNED_MARGIN
+    out = np.empty((n_pix, 8))
     chunk = n_pix if progress is None else max(1, min(n_pix, 4096))
     for a in range(0, n_pix, chunk):
         b = min(a + chunk, n_pix)
         _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
-                           px.horizon_deg[a:b], px.valid[a:b],
-                           sun.packed, sun.mean_radius_deg, sun.mean_distance_m, *sun.cells, *sun.used_bins,
-                           earth.packed, earth.mean_distance_m, *earth.cells, *earth.used_bins, n_bins,
-                           s_lam_mean, s_k0, s_below, s_disc, _BINNED_KEY_DEG, long_steps, out[a:b])
+                           px.horizon_deg[a:b], px.valid[a:b], exact_where is None, eligible[a:b], limits,
+                           sun.scan_args, earth.scan_args,
+                           sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
+                           s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
 
@@ -235,5 +298,6 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
         "longest_blackout_h": out[:, 6] * dt,
         "longest_sunlit_h": out[:, 3] * dt,
         "n_long_nights": out[:, 4],
+        "visibility_exact": out[:, 7],
     }
     return {name: value.reshape(px.shape).astype(np.float32) for name, value in layers.items()}

@@ -29,6 +29,8 @@ class _BodySteps:
         parallax_change_deg = np.degrees(MOON_RADIUS_M / distance_m - MOON_RADIUS_M / self.mean_distance_m)
         self.key_deg = delta_deg - (self.radius_deg - self.mean_radius_deg) + parallax_change_deg
         self.max_radius_deg = float(self.radius_deg.max())
+        # the whole track's key range: a pixel whose threshold clears it decides every step at once
+        self.key_range_deg = (float(self.key_deg.min()), float(self.key_deg.max())) if len(self.key_deg) else (0.0, 0.0)
         if levels is None:
             return
         (width_a, cap_a), (width_b, cap_b) = levels
@@ -43,6 +45,12 @@ class _BodySteps:
             used = np.zeros(n_bins_level, dtype=np.bool_)
             used[cells[1]] = True
             self.used_bins.append(used)
+
+    @property
+    def scan_args(self):
+        """What the exact scan reads of this track, as one tuple for the kernels."""
+        # flat: numba's parallel kernels take tuples of arrays, but not tuples of tuples
+        return (self.packed, *self.cells[0], *self.cells[1], self.cells[2], *self.used_bins, *self.key_range_deg)
 
 
 #: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
