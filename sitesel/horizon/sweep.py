@@ -32,7 +32,7 @@ FAR_NEAR_RAY_PX = 8.0
 
 _STAGE = 16
 
-#: Consecutive sweep lines walked by one thread in a row (see ``_sweep_kernel``).
+#: Gaps between the sweep lines one thread walks in lockstep (see ``_sweep_kernel``).
 _LINE_BLOCK = 16
 
 #: Pixels per block of the staged copy-out (see ``_flush``).
@@ -156,6 +156,32 @@ def _floor_tan(x_m, y_m, sin_b, cos_b, box, ground_m, observer_height_m, tan_dip
     return (r_ground * cos_t - r_obs) / (r_ground * sin_t)
 
 
+@njit(cache=True, inline="always")
+def _line_t_start(i, g, nq, npp, sp, to_hi):
+    """First (farthest) step of line i: where it leaves the occluder grid grown by one
+    pixel in q, so that its samples do not depend on the observer window."""
+    pl = 0.0
+    ph = npp - 1.0
+    if g == 0.0:
+        if i < -1 or i > nq:
+            pl = 1.0
+            ph = 0.0
+    else:
+        e0 = (-1.0 - i) / g
+        e1 = (nq - i) / g
+        pl = max(pl, min(e0, e1))
+        ph = min(ph, max(e0, e1))
+    if pl <= ph:
+        return math.floor(max(sp * pl, sp * ph))
+    # a line that misses the grid still visits the observers (with an empty hull)
+    return math.ceil(to_hi)
+
+
+#: Samples kept per line between being taken and joining the hull (a ring buffer):
+#: more than the lag (in steps) of any observer's near field.
+_RING = 64
+
+
 # fastmath without nnan / ninf: NaN marks nodata and -inf "no horizon yet". Fused and
 # reciprocal arithmetic moves results by ~1e-6 deg and speeds the kernel up by ~13 %.
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
@@ -164,19 +190,27 @@ def _sweep_kernel(
     h_abs, ground, tan_dip, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
     obs_grid, sin_b, cos_b, box, observer_height_m,
 ):
-    """Accumulate w * tan(horizon elevation) of every window observer from every line.
+    """w0 * tan(horizon elevation on the line below) + w1 * (on the line above) of every window observer.
 
     ``a`` (nq, np) occluder heights (NaN = nodata); map position of a[q, p] is
     (mx0 + mxp p + mxq q, my0 + myp p + myq q). Samples inside the map rectangle
     ``foot`` (xmin, xmax, ymin, ymax) are ignored. Observer (wq, wp) of the window
-    sits at occluder coordinates (aq + s (oq + wq), ap + s (op + wp)) at height ``h_abs`` above the
-    sphere (NaN: not an observer). A sample joins an observer's hull only if it is
-    more than ``lag_t`` steps ahead of the observer's column.
-    On a line at lateral offset dq (pixels) the observer stands at
-    ``h_abs + dq * grad_q``, so that planar terrain gives every line the same
-    profile relative to the observer and the two lines' biases cancel.
+    sits at occluder coordinates (aq + s (oq + wq), ap + s (op + wp)) at height ``h_abs``
+    above the sphere (NaN: not an observer; its ``acc`` is left alone). A sample joins
+    an observer's hull only if it is more than ``lag_t`` steps ahead of the observer's column.
+    An observer between lines L and L + 1, at lateral offset dq from L, takes
+    (1 - dq) of line L's result and dq of line L + 1's. On a line at lateral offset dq
+    (pixels) the observer stands at ``h_abs + dq * grad_q``, so that planar terrain gives
+    every line the same profile relative to the observer and the two lines' biases cancel.
     ``acc`` is always in window (row, col) layout: ``acc_transposed`` says the
     kernel's (q, p) are (col, row), so the caller reads it without a transpose.
+
+    Each thread walks a block of ``_LINE_BLOCK`` + 1 consecutive lines in lockstep, one
+    step (column) at a time, and finishes every observer between them when the walk
+    reaches its column: each observer is written once, by one thread, from two hulls
+    that are both current, and the block's rows stay in cache from one column to the
+    next. A line on a block's edge is walked by both blocks; what an observer gets does
+    not depend on which block, window or tile it is computed in.
 
     Each line's result is floored by ``continuation_tan`` (bearing b, grids'
     bounding ``box``). That floor never exceeds its value at exit distance 0,
@@ -188,157 +222,167 @@ def _sweep_kernel(
     nwq, nwp = h_abs.shape
     inv_s = 1.0 / s
     shift_t = along_per_q / step_len
-    # observer coordinates are taken from the absolute pixel index (oq + wq, op + wp), so
-    # that they, and every comparison with sample positions, do not depend on the window
     ap_near = ap + s * op
     ap_far = ap + s * (op + nwp - 1)
     to_lo = min(sp * ap_near, sp * ap_far)
     to_hi = max(sp * ap_near, sp * ap_far)
-    # Lines are taken in blocks of _LINE_BLOCK consecutive lines, one thread per block,
-    # so that a thread walks the two lines of each observer one after the other while
-    # their rows are still in cache. Blocks k and k + 2 share no observer, so each pass
-    # (by absolute parity of the block) is free of races, and an observer always adds
-    # its two lines in the same order (floating-point sums then match across tiles).
-    blk_lo = i_lo // _LINE_BLOCK
-    blk_hi = i_hi // _LINE_BLOCK
-    for parity in range(2):
-        first_blk = blk_lo + ((parity - blk_lo) % 2)
-        for m in prange(max(0, (blk_hi - first_blk) // 2 + 1)):
-            blk = first_blk + 2 * m
-            for i in range(max(i_lo, blk * _LINE_BLOCK), min(i_hi, blk * _LINE_BLOCK + _LINE_BLOCK - 1) + 1):
-                # Walk from where the line leaves the occluder grown by one pixel in q (every
-                # near-field observer's lines lie inside it), so a line's samples do not
-                # depend on the observer window: tiles give identical results.
-                pl = 0.0
-                ph = npp - 1.0
-                if g == 0.0:
-                    if i < -1 or i > nq:
-                        pl = 1.0
-                        ph = 0.0
-                else:
-                    e0 = (-1.0 - i) / g
-                    e1 = (nq - i) / g
-                    pl = max(pl, min(e0, e1))
-                    ph = min(ph, max(e0, e1))
-                if pl <= ph:
-                    # observers beyond the far end (only possible for a far field that does
-                    # not cover the window) are handled at the first step, with an empty hull
-                    t_start = math.floor(max(sp * pl, sp * ph))
-                else:
-                    t_start = math.ceil(to_hi)
-                t_end = min(math.floor(to_lo), t_start)
-                length = t_start - t_end + 1
-                sx = np.empty(length)
-                sy = np.empty(length)
-                st = np.empty(length)
-                sv = np.zeros(length, np.bool_)
-                hx = np.empty(length)
-                hy = np.empty(length)
-                n_hull = 0
-                v = 0
-                n_s = 0
-                ins = 0
-                s_th = 0.0
-                c_th = 1.0
-                ik_prev = 0.0
-                # observer columns in decreasing t
-                if sp > 0:
-                    wp = nwp - 1
-                    dwp = -1
-                else:
-                    wp = 0
-                    dwp = 1
-                for t in range(t_start, t_end - 1, -1):
-                    p = sp * t
-                    q = i + g * p
-                    x = mx0 + mxp * p + mxq * q
-                    y = my0 + myp * p + myq * q
-                    ik = inv_k(x, y)
-                    if n_s > 0:
-                        dth = step_len * 0.5 * (ik_prev + ik) / _R
-                        # rotate by -dth (small angle; Taylor terms well below float64 precision)
-                        sd = dth - dth * dth * dth / 6.0
-                        cd = 1.0 - 0.5 * dth * dth
-                        s_new = s_th * cd - c_th * sd
-                        c_th = c_th * cd + s_th * sd
-                        s_th = s_new
-                    ik_prev = ik
-                    dth_step = step_len * ik / _R
-                    z = np.nan
-                    # a line along the first or last row (column) misses it by round-off in g p
-                    # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
-                    if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
-                        q = min(max(q, 0.0), nq - 1.0)
-                        q0 = int(q)
-                        fq = q - q0
-                        if fq > 0.0:
-                            z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
-                        else:
-                            z = a[q0, p]
-                        if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
-                            z = np.nan
-                    rz = _R + z
-                    sx[n_s] = rz * s_th
-                    sy[n_s] = rz * c_th
-                    st[n_s] = t
-                    sv[n_s] = np.isfinite(z)
-                    n_s += 1
-                    # observers whose column falls at or after this sample
-                    while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
-                        po = ap + s * (op + wp)
-                        t_obs = sp * po
-                        qi = i + g * po
-                        # gate by the column, not by each observer's foot, so that which
-                        # observers share the column (the window) cannot change a result
-                        while ins < n_s and st[ins] > t_obs + lag_t:
-                            if sv[ins]:
-                                n_hull = _hull_push(hx, hy, n_hull, sx[ins], sy[ins])
-                            ins += 1
-                        # rows strictly within one line spacing: |aq + s (oq + wq) - qi| < 1
-                        wq_lo = max(0, math.floor((qi - 1.0 - aq) * inv_s) + 1 - oq)
-                        wq_hi = min(nwq - 1, math.ceil((qi + 1.0 - aq) * inv_s) - 1 - oq)
-                        for wq in range(wq_lo, wq_hi + 1):
-                            dq = aq + s * (oq + wq) - qi
-                            w = 1.0 - abs(dq)
-                            if w <= 0.0:
-                                continue
-                            hab = h_abs[wq, wp] - dq * grad_q[wq, wp]
-                            if not np.isfinite(hab):
-                                continue
-                            tv = -np.inf
-                            if n_hull > 0:
-                                # the observer's foot on this line, as a central angle from the sample
-                                dlt = (t_obs + dq * shift_t - t) * dth_step
-                                # second order: a far-field step is ~6e-4 rad, and the first-order
-                                # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
-                                sdl = dlt - dlt * dlt * dlt / 6.0
-                                cdl = 1.0 - 0.5 * dlt * dlt
-                                so = s_th * cdl + c_th * sdl
-                                co = c_th * cdl - s_th * sdl
-                                ro = _R + hab
-                                xo = ro * so
-                                yo = ro * co
-                                v = _hull_tangent(hx, hy, n_hull, xo, yo, v)
-                                ddx = hx[v] - xo
-                                ddy = hy[v] - yo
-                                fwd = ddx * co - ddy * so
-                                up = ddx * so + ddy * co
-                                if fwd > 0.0:
-                                    tv = up / fwd
-                            if not tv >= tan_dip[wq, wp]:
+    t_lo = math.floor(to_lo)
+    n_lines = _LINE_BLOCK + 1
+    # strips i_lo - 1 .. i_hi: one more each side than the window's corners need, so that
+    # round-off in an observer's strip cannot leave it outside every block
+    n_blocks = (i_hi - i_lo + 2 + _LINE_BLOCK - 1) // _LINE_BLOCK
+    for blk in prange(n_blocks):
+        i0 = i_lo - 1 + blk * _LINE_BLOCK
+        t_first = np.empty(n_lines, np.int64)
+        t_hi = t_lo
+        for j in range(n_lines):
+            t_first[j] = _line_t_start(i0 + j, g, nq, npp, sp, to_hi)
+            t_hi = max(t_hi, t_first[j])
+        length = t_hi - t_lo + 1
+        hx = np.empty((n_lines, length))
+        hy = np.empty((n_lines, length))
+        sx = np.empty((n_lines, _RING))
+        sy = np.empty((n_lines, _RING))
+        st = np.empty((n_lines, _RING))
+        sv = np.zeros((n_lines, _RING), np.bool_)
+        n_hull = np.zeros(n_lines, np.int64)
+        guess = np.zeros(n_lines, np.int64)
+        n_s = np.zeros(n_lines, np.int64)
+        ins = np.zeros(n_lines, np.int64)
+        s_th = np.zeros(n_lines)
+        c_th = np.ones(n_lines)
+        ik_prev = np.zeros(n_lines)
+        dth_step = np.zeros(n_lines)
+        # observer columns in decreasing t
+        if sp > 0:
+            wp = nwp - 1
+            dwp = -1
+        else:
+            wp = 0
+            dwp = 1
+        for t in range(t_hi, t_lo - 1, -1):
+            p = sp * t
+            for j in range(n_lines):
+                if t > t_first[j]:
+                    continue
+                q = i0 + j + g * p
+                x = mx0 + mxp * p + mxq * q
+                y = my0 + myp * p + myq * q
+                ik = inv_k(x, y)
+                if n_s[j] > 0:
+                    dth = step_len * 0.5 * (ik_prev[j] + ik) / _R
+                    # rotate by -dth (small angle; Taylor terms well below float64 precision)
+                    sd = dth - dth * dth * dth / 6.0
+                    cd = 1.0 - 0.5 * dth * dth
+                    s_new = s_th[j] * cd - c_th[j] * sd
+                    c_th[j] = c_th[j] * cd + s_th[j] * sd
+                    s_th[j] = s_new
+                ik_prev[j] = ik
+                dth_step[j] = step_len * ik / _R
+                z = np.nan
+                # a line along the first or last row (column) misses it by round-off in g p
+                # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
+                if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
+                    q = min(max(q, 0.0), nq - 1.0)
+                    q0 = int(q)
+                    fq = q - q0
+                    if fq > 0.0:
+                        z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
+                    else:
+                        z = a[q0, p]
+                    if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
+                        z = np.nan
+                rz = _R + z
+                k = n_s[j] % _RING
+                sx[j, k] = rz * s_th[j]
+                sy[j, k] = rz * c_th[j]
+                st[j, k] = t
+                sv[j, k] = np.isfinite(z)
+                n_s[j] += 1
+            # observers whose column falls at or after this step
+            while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
+                po = ap + s * (op + wp)
+                t_obs = sp * po
+                gp = g * po
+                for j in range(n_lines):
+                    while ins[j] < n_s[j] and st[j, ins[j] % _RING] > t_obs + lag_t:
+                        k = ins[j] % _RING
+                        if sv[j, k]:
+                            n_hull[j] = _hull_push(hx[j], hy[j], n_hull[j], sx[j, k], sy[j, k])
+                        ins[j] += 1
+                # rows between the block's first and last line (one more each side against
+                # round-off; the line below an observer decides which block owns it)
+                wq_lo = max(0, math.floor((i0 - 1.0 + gp - aq) * inv_s) - oq)
+                wq_hi = min(nwq - 1, math.ceil((i0 + _LINE_BLOCK + 1.0 + gp - aq) * inv_s) - oq)
+                for wq in range(wq_lo, wq_hi + 1):
+                    qo = aq + s * (oq + wq)
+                    low = math.floor(qo - gp)
+                    if qo - (low + gp) < 0.0:
+                        low -= 1
+                    elif qo - (low + 1 + gp) >= 0.0:
+                        low += 1
+                    if low < i0 or low >= i0 + _LINE_BLOCK:
+                        continue
+                    h_obs = h_abs[wq, wp]
+                    if not np.isfinite(h_obs):
+                        continue
+                    total = 0.0
+                    floor_tan = np.nan
+                    for line in range(low, low + 2):
+                        j = line - i0
+                        dq = qo - (line + gp)
+                        w = 1.0 - abs(dq)
+                        if w <= 0.0:
+                            continue
+                        hab = h_obs - dq * grad_q[wq, wp]
+                        tv = -np.inf
+                        if n_hull[j] > 0:
+                            # the observer's foot on this line, as a central angle from the sample
+                            dlt = (t_obs + dq * shift_t - t) * dth_step[j]
+                            # second order: a far-field step is ~6e-4 rad, and the first-order
+                            # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
+                            sdl = dlt - dlt * dlt * dlt / 6.0
+                            cdl = 1.0 - 0.5 * dlt * dlt
+                            so = s_th[j] * cdl + c_th[j] * sdl
+                            co = c_th[j] * cdl - s_th[j] * sdl
+                            ro = _R + hab
+                            xo = ro * so
+                            yo = ro * co
+                            v = _hull_tangent(hx[j], hy[j], n_hull[j], xo, yo, guess[j])
+                            guess[j] = v
+                            ddx = hx[j, v] - xo
+                            ddy = hy[j, v] - yo
+                            fwd = ddx * co - ddy * so
+                            up = ddx * so + ddy * co
+                            if fwd > 0.0:
+                                tv = up / fwd
+                        if not tv >= tan_dip[wq, wp]:
+                            if floor_tan != floor_tan:
                                 if acc_transposed:
                                     row, col = op + wp, oq + wq
                                 else:
                                     row, col = oq + wq, op + wp
                                 x_o = obs_grid[0] + (col + 0.5) * obs_grid[2]
                                 y_o = obs_grid[1] - (row + 0.5) * obs_grid[2]
-                                tv = max(tv, _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
-                                                        observer_height_m, tan_dip[wq, wp]))
-                            if acc_transposed:
-                                acc[wp, wq] += w * tv
-                            else:
-                                acc[wq, wp] += w * tv
-                        wp += dwp
+                                floor_tan = _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
+                                                       observer_height_m, tan_dip[wq, wp])
+                            tv = max(tv, floor_tan)
+                        total += w * tv
+                    if acc_transposed:
+                        acc[wp, wq] = total
+                    else:
+                        acc[wq, wp] = total
+                wp += dwp
+            # samples that every later observer will have in its hull join now, so that
+            # at most lag_t + 2 of them wait in the ring
+            if 0 <= wp < nwp:
+                t_next = sp * (ap + s * (op + wp))
+                for j in range(n_lines):
+                    while ins[j] < n_s[j] and st[j, ins[j] % _RING] > t_next + lag_t:
+                        k = ins[j] % _RING
+                        if sv[j, k]:
+                            n_hull[j] = _hull_push(hx[j], hy[j], n_hull[j], sx[j, k], sy[j, k])
+                        ins[j] += 1
 
 
 def _sweep_frames(terrain_grid, r0, c0, occ_grid, bearing_rad):
@@ -634,7 +678,8 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     right, top = max(b[2] for b in outer), max(b[3] for b in outer)
     bearings = np.radians(bearings_deg(n_azimuths))
     out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)
-    accs = [np.zeros(h_abs.shape) for _ in occluders]
+    # every valid observer's value is written by the sweep (the rest are masked when stored)
+    accs = [np.empty(h_abs.shape) for _ in occluders]
     # azimuth planes are staged and copied out a few at a time: writing out[:, :, k] for one
     # k at a time touches a new cache line per pixel
     stage = np.empty((min(_STAGE, len(bearings)),) + h_abs.shape, np.float32)
@@ -651,10 +696,11 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         for (ogrid, oz, ozt, foot, lag_m, grad), acc in zip(occluders, accs):
             f = _sweep_frames(grid, r0, c0, ogrid, b)
             lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
+            if lag_t > _RING - 4:
+                raise ValueError(f"near field of {lag_t:.0f} steps exceeds the sweep's sample ring ({_RING})")
             tr = f["transpose"]
             a = ozt if tr else oz
             h_o, ground_o, td = obs[tr]
-            acc[:] = 0.0
             nwq, nwp = h_o.shape
             corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
                        for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
