@@ -44,20 +44,6 @@ def test_floor_matches_continuation_tan():
             assert abs(math.degrees(math.atan(got)) - math.degrees(math.atan(want))) < 1e-7
 
 
-@pytest.mark.parametrize("x_m, y_m, bearing_deg, s_map", [(0.0, 0.0, 30.0, 5e3), (-3e4, 8e4, 200.0, 4e4),
-                                                          (1.5e5, -2e5, 95.0, 1.2e5)])
-def test_ground_distance_closed_form_matches_quadrature(x_m, y_m, bearing_deg, s_map):
-    """The far-field ray's closed-form ground distance against numerical integration of 1 / k."""
-    from scipy.integrate import quad
-
-    from sitesel.horizon.sweep import _ground_distance
-
-    dx, dy = np.sin(np.radians(bearing_deg)), np.cos(np.radians(bearing_deg))
-    want, _ = quad(lambda s: 1.0 / (1.0 + ((x_m + s * dx) ** 2 + (y_m + s * dy) ** 2) / (4 * MOON_RADIUS_M**2)),
-                   0.0, s_map, epsabs=1e-9, epsrel=1e-13)
-    assert _ground_distance(x_m, y_m, dx, dy, s_map) == pytest.approx(want, rel=1e-11, abs=1e-6)
-
-
 def test_fast_atan_in_degrees_matches_numpy():
     from sitesel.horizon.sweep import _atan_deg
 

@@ -34,13 +34,16 @@ Two methods share this geometry:
   weighted by lateral distance, with the observer shifted along the local
   lateral slope, which is exact for planar terrain at every azimuth. Cost
   O(N K (NEAR_RAY_PX + log H)) for hull size H, whatever the search distance; it
-  searches all of the supplied terrain. A coarse ``far_field`` grid is swept the
-  same way with the same observers, using only its samples outside the
-  footprint of the fine terrain; its own near field (``NEAR_RAY_PX`` far-field
-  pixels, where a line one coarse pixel beside the observer may be off the
-  footprint while the observer's ray is still on it) is searched by the exact
-  ray, as the reference does. Results do not depend on the observer window
-  (tiles are bit-identical to one whole run).
+  searches all of the supplied terrain. A coarse ``far_field`` grid is first
+  resampled bilinearly (as the reference reads it) onto a ring of fine pixels
+  ``FAR_PAD_PX`` far-field pixels wide around the terrain, which the fine sweep
+  searches like terrain (the exact near ray reads the far field itself beyond
+  the terrain's pixel centres, as the reference does); the far field outside
+  that ring is swept on its own grid with the same observers. A far-field line
+  runs up to one coarse pixel beside an observer, so at short range it would
+  see terrain off the observer's own ray; the ring keeps it at least
+  ``FAR_PAD_PX`` coarse pixels away. Results do not depend on the observer
+  window (tiles are bit-identical to one whole run).
 
 Large DEMs: call ``horizon_map`` per tile with ``terrain`` = the tile plus a halo
 (the near field, e.g. 10-20 km) and ``far_field`` = a coarse copy of the whole

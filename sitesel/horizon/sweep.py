@@ -1,14 +1,14 @@
 """Fast horizon: rotate-and-sweep with a convex hull per line (Dozier & Frew 1990; Barrett 2011).
 
 The near field within ``NEAR_RAY_PX`` pixels of each observer is searched by the
-exact ray (as the reference does), everything farther by the sweep lines, and a
-coarse far field by the same sweep outside the fine terrain's footprint. The far
-field has its own near field, ``FAR_NEAR_RAY_PX`` far-field pixels: a sweep line runs
-up to one far-field pixel beside the observer, so next to the footprint's edge it
-may lie outside the footprint where the observer's own ray is still inside it,
-and at short range its samples would be seen at grossly wrong angles. There the
-exact ray samples the far field (out to ``_FAR_RAY_FACTOR`` times that radius)
-only where the ray itself has left the footprint.
+exact ray (as the reference does), everything farther by the sweep lines. A
+coarse far field is first resampled (bilinearly, as the reference reads it) onto
+a ring of fine pixels ``FAR_PAD_PX`` far-field pixels wide around the terrain,
+which the fine sweep and the exact near ray search like terrain; the far field
+beyond that ring is swept on its own grid. Its lines run up to one far-field
+pixel beside an observer, so close by they would sample terrain off the
+observer's own ray at grossly wrong angles; the ring keeps every far-field
+sample they take at least ``FAR_PAD_PX`` far-field pixels away.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 from numba import njit, prange
 
 from .._fastmath import sin_cos
+from ..terrain.grid import Grid
+from ..terrain.model import Terrain
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
@@ -26,9 +28,8 @@ from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window
 #: least accurate close to the observer.
 NEAR_RAY_PX = 12.0
 
-#: The same radius in far-field pixels for the far field's exact ray, whose cost
-#: (a march per observer near the fine grid's edge) grows with it.
-FAR_NEAR_RAY_PX = 8.0
+#: Width of the ring of resampled far field around the terrain, in far-field pixels.
+FAR_PAD_PX = 16
 
 _STAGE = 16
 
@@ -40,14 +41,6 @@ _FLUSH_BLOCK = 64
 
 #: Round-off tolerance (pixels) of a sweep line's lateral position at the grid edge.
 _Q_SNAP = 1e-9
-
-#: The exact ray over the far field reaches this many times the far field's near
-#: radius: where the ray leaves the footprint at a grazing angle, the two sweep
-#: lines around it leave it up to (one far pixel) / tan(angle) earlier or later, and
-#: the line still inside masks far terrain the ray sees. Covering twice the radius
-#: catches that terrain for rays leaving within the radius, at a bounded cost.
-_FAR_RAY_FACTOR = 2.0
-
 
 # --------------------------------------------------------------------------- sweep
 #
@@ -569,6 +562,37 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
 
 
 @njit(cache=True, parallel=True)
+def _resample_ring(zf, fx0, fy0, fres, x0, y0, res, pad, out):
+    """Fill the ring ``pad`` pixels wide around ``out``'s centre with the far field's bilinear
+    heights at the pixel centres (grid corner x0, y0, pixel res)."""
+    nr, nc = out.shape
+    for r in prange(nr):
+        inside_rows = pad <= r < nr - pad
+        y = y0 - (r + 0.5) * res
+        for c in range(nc):
+            if inside_rows and pad <= c < nc - pad:
+                continue
+            x = x0 + (c + 0.5) * res
+            out[r, c] = bilinear(zf, (fy0 - y) / fres - 0.5, (x - fx0) / fres - 0.5)
+
+
+def _with_far_ring(terrain, far_field):
+    """``terrain`` grown by a ring of the far field resampled onto its pixels (see the
+    module docstring), and the ring's width in pixels."""
+    grid = terrain.grid
+    pad = math.ceil(FAR_PAD_PX * far_field.grid.resolution_m / grid.resolution_m)
+    nr, nc = terrain.shape
+    padded = Grid(grid.x0_m - pad * grid.resolution_m, grid.y0_m + pad * grid.resolution_m, grid.resolution_m,
+                  (nr + 2 * pad, nc + 2 * pad))
+    z = np.empty(padded.shape, np.float32)
+    z[pad:pad + nr, pad:pad + nc] = terrain.height_m
+    fg = far_field.grid
+    _resample_ring(np.ascontiguousarray(far_field.height_m, dtype=np.float32), fg.x0_m, fg.y0_m, fg.resolution_m,
+                   padded.x0_m, padded.y0_m, padded.resolution_m, pad, z)
+    return Terrain(z, padded, terrain.provenance), pad
+
+
+@njit(cache=True, parallel=True)
 def _store(acc, acc_far, near_tan, has_far, valid, stage):
     """Combine near ray, sweep and far field into degrees in one contiguous staging plane."""
     nr, nc = valid.shape
@@ -637,12 +661,20 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
     Per azimuth: the exact ray within ``near_px`` pixels, the sweep over ``terrain``
-    beyond it; over ``far_field`` outside ``terrain``'s footprint, the exact ray
-    within ``_FAR_RAY_FACTOR * FAR_NEAR_RAY_PX`` far-field pixels and the sweep beyond
-    ``FAR_NEAR_RAY_PX`` of them. The largest of these, floored by the terrain beyond the
-    grids (see ``continuation_tan``).
+    (grown by the ring of resampled ``far_field``, see the module docstring) beyond
+    it, and the sweep over ``far_field`` outside that. The largest of these, floored
+    by the terrain beyond the grids (see ``continuation_tan``).
     """
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
+    # where a search leaves the supplied grids (their bounding box), for the continuation floor
+    outer = [terrain.grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
+    # the exact near ray reads the terrain itself, and the far field by its own ray beyond
+    # the terrain's pixel centres, as the reference does
+    near_z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
+    near_r0, near_c0, near_grid = r0, c0, terrain.grid
+    if far_field is not None:
+        terrain, pad = _with_far_ring(terrain, far_field)
+        r0, r1, c0, c1 = r0 + pad, r1 + pad, c0 + pad, c1 + pad
     grid = terrain.grid
     # occluder heights stay float32 (as stored); observer geometry is float64 because
     # R + h in float32 would lose 0.1 m
@@ -668,12 +700,9 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         nr, nc = terrain.shape
         foot = np.array([grid.x0_m + 0.5 * res, grid.x0_m + (nc - 0.5) * res,
                          grid.y0_m - (nr - 0.5) * res, grid.y0_m - 0.5 * res])
-        # far samples within FAR_NEAR_RAY_PX far-field pixels come from the exact ray (_far_near_kernel)
-        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot,
-                          FAR_NEAR_RAY_PX * far_field.grid.resolution_m, zero_grads))
+        # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
+        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot, 0.0, zero_grads))
         far_near_tan = np.full(h_abs.shape, -np.inf)
-    # where a search leaves the supplied grids (their bounding box), for the continuation floor
-    outer = [grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
     left, bottom = min(b[0] for b in outer), min(b[1] for b in outer)
     right, top = max(b[2] for b in outer), max(b[3] for b in outer)
     bearings = np.radians(bearings_deg(n_azimuths))
@@ -715,14 +744,14 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
             results.append(acc)
         if near_px > 0:
             ir, ic, fr, fc, s_px = _near_offsets(b, near_px)
-            _near_kernel(z, r0, c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc, s_px * grid.resolution_m, near_tan)
+            _near_kernel(near_z, near_r0, near_c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc,
+                         s_px * grid.resolution_m, near_tan)
             if far_field is not None:
                 fg = far_field.grid
                 _far_near_kernel(
-                    z.shape[0], z.shape[1], grid.x0_m, grid.y0_m, grid.resolution_m, fz, fg.x0_m, fg.y0_m,
-                    fg.resolution_m, r0, c0, h_abs, math.sin(b), math.cos(b),
-                    _FAR_RAY_FACTOR * FAR_NEAR_RAY_PX * fg.resolution_m,
-                    far_near_tan,
+                    near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
+                    fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
+                    near_px * grid.resolution_m, far_near_tan,
                 )
                 np.maximum(near_tan, far_near_tan, out=near_tan)
         acc_n = results[0]
