@@ -4,11 +4,12 @@ The near field within ``NEAR_RAY_PX`` pixels of each observer is searched by the
 exact ray (as the reference does), everything farther by the sweep lines. A
 coarse far field is first resampled (bilinearly, as the reference reads it) onto
 a ring of fine pixels ``FAR_PAD_PX`` far-field pixels wide around the terrain,
-which the fine sweep and the exact near ray search like terrain; the far field
-beyond that ring is swept on its own grid. Its lines run up to one far-field
-pixel beside an observer, so close by they would sample terrain off the
-observer's own ray at grossly wrong angles; the ring keeps every far-field
-sample they take at least ``FAR_PAD_PX`` far-field pixels away.
+which the fine sweep searches like terrain; the far field beyond that ring is
+swept on its own grid. Its lines run up to one far-field pixel beside an
+observer, so close by they would sample terrain off the observer's own ray at
+grossly wrong angles; the ring keeps every far-field sample they take at least
+``FAR_PAD_PX`` far-field pixels away. Within ``FAR_RAY_PX`` pixels an exact ray
+reads the far field beyond the terrain's pixel centres, as the reference does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ NEAR_RAY_PX = 12.0
 
 #: Width of the ring of resampled far field around the terrain, in far-field pixels.
 FAR_PAD_PX = 16
+
+#: Reach (pixels) of the exact ray that reads the far field beyond the terrain's pixel
+#: centres, as the reference does, for a ray leaving the terrain at right angles to its
+#: edge (see ``_far_near_kernel``; at most the ring's width). Where the two products
+#: disagree, the edge is a step in height that two sweep lines a pixel apart cross at
+#: different distances; the error of interpolating between them falls as 1 / distance^2.
+FAR_RAY_PX = 64.0
 
 _STAGE = 16
 
@@ -187,7 +195,8 @@ def _sweep_kernel(
 
     ``a`` (nq, np) occluder heights (NaN = nodata); map position of a[q, p] is
     (mx0 + mxp p + mxq q, my0 + myp p + myq q). Samples inside the map rectangle
-    ``foot`` (xmin, xmax, ymin, ymax) are ignored. Observer (wq, wp) of the window
+    ``foot[:4]`` (xmin, xmax, ymin, ymax) but not inside ``foot[4:]`` are ignored
+    (see ``_footprint``). Observer (wq, wp) of the window
     sits at occluder coordinates (aq + s (oq + wq), ap + s (op + wp)) at height ``h_abs``
     above the sphere (NaN: not an observer; its ``acc`` is left alone). A sample joins
     an observer's hull only if it is more than ``lag_t`` steps ahead of the observer's column.
@@ -283,7 +292,8 @@ def _sweep_kernel(
                         z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
                     else:
                         z = a[q0, p]
-                    if foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]:
+                    if (foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]
+                            and not (foot[4] <= x <= foot[5] and foot[6] <= y <= foot[7])):
                         z = np.nan
                 rz = _R + z
                 k = n_s[j] % _RING
@@ -491,8 +501,11 @@ def _ground_distance(x_m, y_m, dx, dy, s_map):
 
 # reciprocal arithmetic turns the divisions by the pixel sizes into multiplications
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
-def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, max_dist, out_tan):
-    """Largest tan(elevation) of the far field along each observer's exact ray, up to ``max_dist``.
+def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, reach, cap, out_tan):
+    """Largest tan(elevation) of the far field along each observer's exact ray, up to
+    ``max_dist = min(cap, reach / sqrt(sin a))`` for a ray leaving the fine grid at the
+    angle a to its edge: two sweep lines a pixel apart cross the edge 1 / sin(a) pixels
+    apart, so the smaller the angle the farther the exact ray must reach.
 
     Like the reference: ground distance integrated with the scale factor, exact
     curvature, far-field heights (bilinear) only where the ray point lies outside
@@ -516,14 +529,22 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                 continue
             # distance at which the ray leaves the grid of fine pixel centres (skip test only)
             s_exit = np.inf
+            sin_a = 1.0
             if dy > 1e-12:
-                s_exit = min(s_exit, r * res / dy)
+                s_exit = r * res / dy
+                sin_a = dy
             elif dy < -1e-12:
-                s_exit = min(s_exit, (nr - 1 - r) * res / -dy)
+                s_exit = (nr - 1 - r) * res / -dy
+                sin_a = -dy
+            s_col = np.inf
             if dx > 1e-12:
-                s_exit = min(s_exit, (nc - 1 - c) * res / dx)
+                s_col = (nc - 1 - c) * res / dx
             elif dx < -1e-12:
-                s_exit = min(s_exit, c * res / -dx)
+                s_col = c * res / -dx
+            if s_col < s_exit:
+                s_exit = s_col
+                sin_a = abs(dx)
+            max_dist = min(cap, reach / math.sqrt(max(sin_a, 1e-12)))
             if s_exit > max_dist + fine_step:
                 continue
             ro = _R + hab
@@ -657,6 +678,14 @@ def _lateral_gradients(z):
     return gr, gc
 
 
+def _footprint(grid, grow_px):
+    """(xmin, xmax, ymin, ymax) of the grid's pixel centres, grown by ``grow_px`` pixels."""
+    res = grid.resolution_m
+    nr, nc = grid.shape
+    return [grid.x0_m + (0.5 - grow_px) * res, grid.x0_m + (nc - 0.5 + grow_px) * res,
+            grid.y0_m - (nr - 0.5 + grow_px) * res, grid.y0_m - (0.5 - grow_px) * res]
+
+
 def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress, near_px=NEAR_RAY_PX):
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
@@ -682,26 +711,32 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     zt = np.ascontiguousarray(z.T)
     hg = z[r0:r1, c0:c1].astype(np.float64)
     h_abs = hg + float(observer_height_m)
-    grad_row, grad_col = _lateral_gradients(z)
+    # the observers' own lateral slopes, from the terrain alone (not across its edge into the ring)
+    grad_row, grad_col = _lateral_gradients(near_z)
+    gr0, gr1, gc0, gc1 = near_r0, near_r0 + (r1 - r0), near_c0, near_c0 + (c1 - c0)
     h_abs_t = {False: np.ascontiguousarray(h_abs), True: np.ascontiguousarray(h_abs.T)}
-    grads = {False: np.ascontiguousarray(grad_row[r0:r1, c0:c1]),
-             True: np.ascontiguousarray(grad_col[r0:r1, c0:c1].T)}
+    grads = {False: np.ascontiguousarray(grad_row[gr0:gr1, gc0:gc1]),
+             True: np.ascontiguousarray(grad_col[gr0:gr1, gc0:gc1].T)}
     zero_grads = {t: np.zeros_like(grads[t]) for t in (False, True)}
     valid = np.isfinite(h_abs)
     xw, yw = grid.xy(slice(r0, r1), slice(c0, c1))
     k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
     inv_k_scale = 1.0 / k_scale
     near_tan = np.full(h_abs.shape, -np.inf)
-    no_foot = np.array([1.0, -1.0, 1.0, -1.0])
-    occluders = [(grid, z, zt, no_foot, near_px * grid.resolution_m, grads)]
+    nothing = [1.0, -1.0, 1.0, -1.0]
+    terrain_foot = nothing * 2
+    if far_field is not None:
+        # Between the terrain's outer pixel centres and the ring's first ones a sample would mix
+        # terrain and far-field heights where the reference reads the far field alone: leave
+        # that one-pixel band out (the near ray covers it close by; far off it is within a
+        # pixel of ring samples of the same smooth far field).
+        terrain_foot = _footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6)  # round-off margins
+    occluders = [(grid, z, zt, np.array(terrain_foot), near_px * grid.resolution_m, grads)]
     if far_field is not None:
         fz = np.ascontiguousarray(far_field.height_m, dtype=np.float32)
-        res = grid.resolution_m
-        nr, nc = terrain.shape
-        foot = np.array([grid.x0_m + 0.5 * res, grid.x0_m + (nc - 0.5) * res,
-                         grid.y0_m - (nr - 0.5) * res, grid.y0_m - 0.5 * res])
         # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
-        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), foot, 0.0, zero_grads))
+        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), np.array(_footprint(grid, 0.0) + nothing),
+                          0.0, zero_grads))
         far_near_tan = np.full(h_abs.shape, -np.inf)
     left, bottom = min(b[0] for b in outer), min(b[1] for b in outer)
     right, top = max(b[2] for b in outer), max(b[3] for b in outer)
@@ -751,7 +786,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
                 _far_near_kernel(
                     near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
                     fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
-                    near_px * grid.resolution_m, far_near_tan,
+                    FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_near_tan,
                 )
                 np.maximum(near_tan, far_near_tan, out=near_tan)
         acc_n = results[0]
