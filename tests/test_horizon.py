@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from sitesel.constants import MOON_RADIUS_M
 from sitesel.errors import SiteselError
@@ -262,6 +263,24 @@ def test_far_field_sweep_matches_reference_at_fine_edges():
     fast = horizon_map(fine, 36, 2.0, far_field=far)
     rms, p99, worst = accuracy(fast, ref)
     assert rms <= 0.05 and p99 <= 0.2 and worst <= 1.0
+
+
+def test_far_field_step_at_the_terrain_edge_matches_reference():
+    """Fine heights that disagree with the far field make the fine DEM's edge a step of
+    tens of metres. Rays leaving the edge at a grazing angle, whose two sweep lines cross
+    the step far apart, must still agree with the reference."""
+    far_grid = Grid.centred((40, 40), 400.0, 0.0, -60e3)
+    far = Terrain(fractal_heights(40, 400.0, 11, 4.0, 2.2), far_grid)
+    fine_grid = Grid.centred((96, 96), RES, 0.0, -60e3)
+    x, y = fine_grid.xy()
+    r, c = far_grid.rowcol(x, y)
+    continued = ndimage.map_coordinates(far.height_m.astype(np.float64), [r, c], order=1)
+    fine = Terrain(continued + fractal(96, seed=12, rms_slope_deg=15.0), fine_grid)
+    rows, cols = slice(0, 96), slice(84, 96)  # along the east edge
+    ref = horizon_map(fine, 36, 2.0, rows=rows, cols=cols, method="raymarch", far_field=far)
+    fast = horizon_map(fine, 36, 2.0, rows=rows, cols=cols, far_field=far)
+    rms, p99, _ = accuracy(fast, ref)
+    assert rms <= 0.05 and p99 <= 0.2
 
 
 def test_progress_and_errors(rough):
