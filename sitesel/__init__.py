@@ -6,3 +6,7 @@ README for the public interface.
 """
 
 __version__ = "0.1.0"
+
+from ._numba_cache import use_source_keyed_cache
+
+use_source_keyed_cache()

@@ -61,3 +61,15 @@ def test_series_sin_cos_matches_numpy():
         s, c = sin_cos(x)
         assert s == pytest.approx(math.sin(x), rel=1e-15, abs=1e-17)
         assert c == pytest.approx(math.cos(x), rel=1e-15, abs=1e-17)
+
+
+def test_branch_free_atan2_and_sin_match_numpy():
+    from sitesel._fastmath import atan2, sin_small
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.normal(size=4000) * 10.0 ** rng.uniform(-8, 8, 4000), [0.0, 1.0, -1.0, 0.0, 2.0]])
+    x = np.concatenate([rng.normal(size=4000) * 10.0 ** rng.uniform(-8, 8, 4000), [0.0, 0.0, 0.0, -3.0, -2.0]])
+    got = np.array([atan2(a, b) for a, b in zip(y, x)])
+    np.testing.assert_allclose(got, np.arctan2(y, x), rtol=0, atol=4e-8)
+    angles = np.linspace(-np.pi / 2, np.pi / 2, 2001)
+    np.testing.assert_allclose([sin_small(a) for a in angles], np.sin(angles), rtol=0, atol=1e-15)

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .._fastmath import sin_cos
+from .._fastmath import atan2, sin_cos
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
@@ -629,17 +629,8 @@ def _store(acc, acc_far, near_tan, has_far, valid, stage):
 
 @njit(cache=True, inline="always")
 def _atan_deg(x):
-    """atan(x) in degrees within 3e-6 deg (Abramowitz & Stegun 4.4.49 on [0, 1], with
-    atan(x) = 90 - atan(1/x) beyond): no libm call, so the storing loop vectorises."""
-    ax = abs(x)
-    big = ax > 1.0
-    t = 1.0 / ax if big else ax
-    t2 = t * t
-    p = t * (0.9999993329 + t2 * (-0.3332985605 + t2 * (0.1994653599 + t2 * (-0.1390853351 + t2 * (
-        0.0964200441 + t2 * (-0.0559098861 + t2 * (0.0218612288 + t2 * -0.0040540580)))))))
-    deg = 57.29577951308232 * p
-    deg = 90.0 - deg if big else deg
-    return -deg if x < 0.0 else deg
+    """atan(x) in degrees within 3e-6 deg, with no libm call, so the storing loop vectorises."""
+    return 57.29577951308232 * atan2(x, 1.0)
 
 
 @njit(cache=True, parallel=True)

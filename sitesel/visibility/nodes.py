@@ -8,29 +8,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .._fastmath import sin_cos
+from .._fastmath import atan2, sin_small
 from ..constants import MOON_RADIUS_M
 from ..terrain.grid import local_frame
 from ..terrain.model import Terrain
-
-
-@njit(cache=True, inline="always")
-def _atan_small(x):
-    """atan(x), by its series for |x| < 0.1 (error < 1e-10) and libm otherwise."""
-    if abs(x) < 0.1:
-        x2 = x * x
-        return x * (1.0 - x2 * (1.0 / 3.0 - x2 * (0.2 - x2 * (1.0 / 7.0 - x2 / 9.0))))
-    return np.arctan(x)
-
-
-@njit(cache=True, inline="always")
-def _asin_small(x):
-    """asin(x), by its series for |x| < 0.2 (error < 1e-9) and libm otherwise."""
-    if abs(x) < 0.2:
-        x2 = x * x
-        return x * (1.0 + x2 * (1.0 / 6.0 + x2 * (3.0 / 40.0 + x2 * (5.0 / 112.0 + x2 * (35.0 / 1152.0
-                                                                                        + x2 * 63.0 / 2816.0)))))
-    return np.arcsin(max(-1.0, min(1.0, x)))
 
 
 @njit(cache=True)
@@ -49,24 +30,33 @@ def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, s
     mean distance, when it sits at the horizon bearing ``b_k`` and elevation
     ``horizon_k - offset`` seen from ``r_m * up`` (offset: the Sun's mean
     semi-diameter; 0 for the Earth). Longitudes are unwrapped around ``b_k``
-    (the bearing seen from the pole); latitudes are the thresholds.
+    (the bearing seen from the pole); latitudes are the thresholds. The loop
+    has no branch and no libm call (within 3e-6 deg of them), so it vectorises.
     """
     n = horizon_deg.size
     to_rad = np.pi / 180.0
     cos_off = np.cos(sun_offset_deg * to_rad)
     sin_off = np.sin(sun_offset_deg * to_rad)
+    e0, e1, e2 = east[0], east[1], east[2]
+    n0, n1, n2 = north[0], north[1], north[2]
+    u0, u1, u2 = up[0], up[1], up[2]
+    spacing_deg = 360.0 / n
+    inv_earth = 1.0 / earth_distance_m
+    inv_sun = 1.0 / sun_distance_m
     for k in range(n):
         # Local azimuth b_k - lon by angle subtraction (no trig per node).
         sa = sin_b[k] * cos_lon - cos_b[k] * sin_lon
         ca = cos_b[k] * cos_lon + sin_b[k] * sin_lon
-        hx = sa * east[0] + ca * north[0]
-        hy = sa * east[1] + ca * north[1]
-        hz = sa * east[2] + ca * north[2]
-        se = sin_cos(horizon_deg[k] * to_rad)[0]
+        hx = sa * e0 + ca * n0
+        hy = sa * e1 + ca * n1
+        hz = sa * e2 + ca * n2
+        se = sin_small(horizon_deg[k] * to_rad)
         ce = np.sqrt(1.0 - se * se)
-        _node(hx, hy, hz, up, r_m, ce, se, earth_distance_m, cos_b[k], sin_b[k], k * 360.0 / n, earth_lam, earth_delta, k)
-        _node(hx, hy, hz, up, r_m, ce * cos_off + se * sin_off, se * cos_off - ce * sin_off, sun_distance_m,
-              cos_b[k], sin_b[k], k * 360.0 / n, sun_lam, sun_delta, k)
+        earth_lam[k], earth_delta[k] = _node(hx, hy, hz, u0, u1, u2, r_m, ce, se, earth_distance_m, inv_earth,
+                                             cos_b[k], sin_b[k], k * spacing_deg)
+        sun_lam[k], sun_delta[k] = _node(hx, hy, hz, u0, u1, u2, r_m, ce * cos_off + se * sin_off,
+                                         se * cos_off - ce * sin_off, sun_distance_m, inv_sun, cos_b[k], sin_b[k],
+                                         k * spacing_deg)
     for k in range(1, n):  # guard against a non-monotone curve (skyline steeper than ~1/colatitude)
         if earth_lam[k] <= earth_lam[k - 1]:
             earth_lam[k] = earth_lam[k - 1] + 1e-9
@@ -75,28 +65,25 @@ def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, s
 
 
 @njit(cache=True, inline="always")
-def _node(hx, hy, hz, up, r_m, ce, se, distance_m, cos_b, sin_b, bearing_deg, lam_out, delta_out, k):
-    """Direction at elevation (cos, sin) = (ce, se) along horizontal unit vector h, taken
-    to the Moon's centre at ``distance_m``: its longitude (near ``bearing_deg``) and latitude."""
-    dx = ce * hx + se * up[0]
-    dy = ce * hy + se * up[1]
-    dz = ce * hz + se * up[2]
-    # Topocentric range s with |r up + s d| = distance (d . up = se).
-    inv_d = 1.0 / distance_m  # hoisted out of the node loop by the compiler
+def _node(hx, hy, hz, u0, u1, u2, r_m, ce, se, distance_m, inv_d, cos_b, sin_b, bearing_deg):
+    """Direction at elevation (cos, sin) = (ce, se) along horizontal unit vector h (up (u0, u1,
+    u2)), taken to the Moon's centre at ``distance_m`` (the Sun's or the Earth's: at least
+    100 Moon radii; ``inv_d`` its reciprocal): its longitude (near ``bearing_deg``) and latitude, degrees."""
+    dx = ce * hx + se * u0
+    dy = ce * hy + se * u1
+    dz = ce * hz + se * u2
+    # Topocentric range s with |r up + s d| = distance (d . up = se), by the series of the
+    # root: u < 3e-5 for the Sun and the Earth, so the omitted terms are below 1e-19.
     u = (r_m * ce * inv_d) ** 2
-    if u < 1e-3:  # the Sun and the Earth: u < 3e-5, series exact to float64
-        root = distance_m * (1.0 - u * (0.5 + u * (0.125 + u * 0.0625)))
-    else:
-        root = np.sqrt(distance_m * distance_m - r_m * r_m * ce * ce)
-    s = -r_m * se + root
-    gx = r_m * up[0] + s * dx
-    gy = r_m * up[1] + s * dy
-    gz = r_m * up[2] + s * dz
+    s = -r_m * se + distance_m * (1.0 - u * (0.5 + u * (0.125 + u * 0.0625)))
+    gx = r_m * u0 + s * dx
+    gy = r_m * u1 + s * dy
+    gz = r_m * u2 + s * dz
     along = gx * cos_b + gy * sin_b
     across = gy * cos_b - gx * sin_b
-    shift = _atan_small(across / along) if along > 0.0 else np.arctan2(across, along)
-    lam_out[k] = bearing_deg + shift * (180.0 / np.pi)
-    delta_out[k] = _asin_small(gz * inv_d) * (180.0 / np.pi)
+    sin_lat = gz * inv_d
+    return (bearing_deg + atan2(across, along) * (180.0 / np.pi),
+            atan2(sin_lat, np.sqrt(max(0.0, 1.0 - sin_lat * sin_lat))) * (180.0 / np.pi))
 
 
 @njit(cache=True)

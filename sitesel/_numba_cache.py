@@ -1,0 +1,46 @@
+"""Where numba keeps sitesel's compiled kernels.
+
+numba keys each cached kernel by its own file's timestamp only. A kernel that
+calls a helper from another module keeps running its old compiled copy of the
+helper after the helper is edited, until the kernel's own file changes too. So
+the cache lives in a directory named after a hash of all of sitesel's sources:
+any edit starts a fresh one. ``$NUMBA_CACHE_DIR``, if set, wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+#: Other source states' cache directories are removed once unused for this long.
+_KEEP_S = 7 * 86400.0
+
+
+def source_digest(package_dir: Path) -> str:
+    """Hash (16 hex digits) of the names and contents of every ``.py`` file under ``package_dir``."""
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def use_source_keyed_cache() -> None:
+    """Point numba's cache at ``<cache>/numba/<source digest>`` (``<cache>``: ``$SITESEL_CACHE_DIR``
+    or ``~/.cache/sitesel``), before any kernel is defined; remove stale siblings."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return
+    import numba
+
+    base = Path(os.environ.get("SITESEL_CACHE_DIR") or Path.home() / ".cache" / "sitesel") / "numba"
+    here = base / source_digest(Path(__file__).parent)
+    numba.config.CACHE_DIR = str(here)
+    try:
+        for other in base.iterdir():
+            if other != here and time.time() - other.stat().st_mtime > _KEEP_S:
+                shutil.rmtree(other, ignore_errors=True)
+    except OSError:  # no cache yet, or not ours to tidy
+        pass
