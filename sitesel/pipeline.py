@@ -53,7 +53,7 @@ LAYER_INFO = {
     "longest_sunlit_h": ("h", "longest span with some of the solar disc always visible"),
     "n_long_nights": ("1", f"number of nights of at least {LONG_NIGHT_H:g} h"),
     "visibility_exact": ("1", "visibility layers from every time step (1), or binned fractions and no gap "
-                              "lengths (0)"),
+                              "lengths but the Sun's at permanent shadow (0)"),
     "psr": ("1", "permanently shadowed during the period (1) or not (0)"),
     "psr_distance_m": ("m", "distance to the nearest permanently shadowed pixel"),
     "feasible": ("1", "all hard constraints of the profile met (1) or not (0)"),
@@ -250,11 +250,12 @@ def compute(
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
         for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
-            methods[name] = f"{exact}{where}not computed (NaN); [run] exact_everywhere = true computes every pixel"
+            methods[name] = (f"{exact}{where}not computed (NaN), but for the Sun's at permanent shadow; "
+                             "[run] exact_everywhere = true computes every pixel")
     methods["visibility_exact"] = "1 where every time step was scanned"
     methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
                                     "points of the per-step value); per step at the ranked sites in sites.csv")
-    # possible shadow is always scanned: a pixel left binned is lit for over 0.5% of the steps
+    # possible shadow is always scanned until first lit: a pixel left binned is lit for over 0.5% of the steps
     methods["psr"] = methods["psr_distance_m"] = exact
 
     return RunResult(

@@ -73,7 +73,7 @@ def _extend(runs, n, visible, long_gap_steps):
 
 @njit(cache=True)
 def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
-          long_gap_steps):
+          long_gap_steps, until_seen):
     """Exact pass over every time step for one pixel and body, decided cell by cell.
 
     ``margin = delta(lam_t) - key_t`` (deg) is > 0 when the body is visible. A
@@ -86,7 +86,8 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
 
     ``steps`` (T, 3) holds each step's longitude, key and longitude bin side by
     side. Returns (visible steps, longest hidden run, longest visible run, hidden
-    runs of at least ``long_gap_steps``).
+    runs of at least ``long_gap_steps``); with ``until_seen``, (visible steps so far,
+    -1, -1, -1) as soon as a first-level cell holds a visible step.
     """
     a_start, a_bin, a_kmin, a_kmax = cells_a
     b_start, b_bin, b_kmin, b_kmax = cells_b
@@ -104,6 +105,8 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
             for t in range(b_start[b], b_start[b + 1]):
                 m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 2]), steps[t, 1])
                 runs = _extend(runs, 1, m > 0.0, long_gap_steps)
+        if until_seen and runs[0] > 0:
+            return runs[0], -1, -1, -1
     n_vis, run_off, _, longest_off, longest_on, n_long = runs
     if run_off >= long_gap_steps:
         n_long += 1
@@ -111,7 +114,7 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
 
 
 @njit(cache=True)
-def _body_counts(table, body, long_gap_steps):
+def _body_counts(table, body, long_gap_steps, until_seen=False):
     """The exact scan of one body's track (``_BodySteps.scan_args``) against one pixel's
     threshold curve ``table`` (``_threshold_table``); returns :func:`_scan`'s counts.
     A threshold that clears the whole track's key range decides every step at once."""
@@ -139,7 +142,7 @@ def _body_counts(table, body, long_gap_steps):
     hi_b = np.empty(used_b.size)
     _bin_ranges(lam_e, delta_e, slope_e, used_b, lo_b, hi_b)
     return _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
-                 long_gap_steps)
+                 long_gap_steps, until_seen)
 
 
 @njit(cache=True, parallel=True)
@@ -150,8 +153,10 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
 
     A pixel is scanned over every step of ``sun`` and ``earth`` if ``exact_everywhere``,
     or if it is ``eligible`` and its binned fractions (sun lit, disc, earth) reach
-    ``limits[:3]`` of the steps, or if its binned sun-lit fraction is below ``limits[3]``.
-    Otherwise its counts are the binned ones and its gap lengths NaN.
+    ``limits[:3]`` of the steps. Otherwise its counts are the binned ones and its gap
+    lengths NaN, except that a pixel whose binned sun-lit fraction is below ``limits[3]``
+    is scanned for the Sun until it is first lit: one never lit gets its exact Sun layers
+    (permanent shadow), one lit at least one step.
     """
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
@@ -178,9 +183,16 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             n_seen = _binned_sum(*earth_table, n_bins, e_binned[0], e_binned[1], dk, e_binned[2], e_binned[2],
                                  False)[0]
             scan = (eligible[p] and n_lit >= limits[0] * n_steps and disc >= limits[1] * n_steps
-                    and n_seen >= limits[2] * n_steps) or n_lit < limits[3] * n_steps
+                    and n_seen >= limits[2] * n_steps)
             out[p, 0] = n_lit
             out[p, 5] = n_seen
+            if not scan and n_lit < limits[3] * n_steps:
+                # possible permanent shadow: exact whether it is ever lit
+                lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, True)
+                if lit == 0:
+                    out[p, 0], out[p, 2], out[p, 3], out[p, 4] = 0.0, dark, lit_run, n_long
+                else:
+                    out[p, 0] = max(n_lit, lit)
         out[p, 7] = 1.0 if scan else 0.0
         if scan:
             out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps)
@@ -214,9 +226,9 @@ class ExactWhere:
     ``eligible`` (bool, the window's shape) marks the pixels that meet every
     constraint not about visibility (slope, roughness); those whose binned
     fractions also reach the ``min_*`` limits, less twice the binned error
-    bound, are scanned, and so are the pixels whose binned sun-lit fraction is
-    below that margin (possible permanent shadow, which must be exact). Every
-    pixel that can meet all the limits thus gets exact values.
+    bound, are scanned. Every pixel that can meet all the limits thus gets exact
+    values. Pixels whose binned sun-lit fraction is below that margin (possible
+    permanent shadow, which must be exact) are scanned for the Sun until first lit.
     """
 
     eligible: np.ndarray
