@@ -555,8 +555,15 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
             # Nothing is sampled on the fine grid: start on the reference's lattice of half
             # fine pixels just before the exit, with the ground distance so far in closed form.
             s_map = max(0.0, fine_step * (math.floor(s_exit / fine_step) - 1.0))
-            psi = _ground_distance(xo, yo, dx, dy, s_map)
-            ik_prev = inv_k(xo + s_map * dx, yo + s_map * dy)
+            s_start = s_map
+            psi_start = _ground_distance(xo, yo, dx, dy, s_map)
+            # 1 / k along the ray to second order from the start: over the few km the ray
+            # covers, the third-order term moves the ground distance by millimetres
+            x_s = xo + s_map * dx
+            y_s = yo + s_map * dy
+            ik0 = inv_k(x_s, y_s)
+            dik = -(x_s * dx + y_s * dy) * ik0 * ik0 / (2.0 * _R * _R)
+            outside = False
             while True:
                 # a whole number of fine steps, so samples stay on the reference's lattice
                 step = fine_step * max(1.0, math.floor(_FAR_RAY_REL_STEP * s_map / fine_step))
@@ -565,13 +572,14 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                 s_map += step
                 x = xo + s_map * dx
                 y = yo + s_map * dy
-                ik = inv_k(x, y)
-                psi += 0.5 * step * (ik_prev + ik)
-                ik_prev = ik
-                rr = (y0 - y) / res - 0.5
-                cc = (x - x0) / res - 0.5
-                if rr >= 0.0 and cc >= 0.0 and rr <= nr - 1 and cc <= nc - 1:
-                    continue
+                if not outside:  # a straight ray leaves the grid's rectangle once, for good
+                    rr = (y0 - y) / res - 0.5
+                    cc = (x - x0) / res - 0.5
+                    if rr >= 0.0 and cc >= 0.0 and rr <= nr - 1 and cc <= nc - 1:
+                        continue
+                    outside = True
+                u = s_map - s_start
+                psi = psi_start + u * (ik0 + 0.5 * dik * u)
                 ht = bilinear(zf, (fy0 - y) / fres - 0.5, (x - fx0) / fres - 0.5)
                 if not np.isfinite(ht):
                     continue
