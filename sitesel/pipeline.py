@@ -245,8 +245,10 @@ def compute(
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
     if refine:
-        where = (" where visibility_exact = 1 (pixels that can meet the profile's limits, and possible permanent "
-                 "shadow); elsewhere ")
+        scanned = layers["visibility_exact"]
+        share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
+        where = (f" where visibility_exact = 1 (the pixels that can meet the profile's limits: {100 * share:.1f}%); "
+                 "elsewhere ")
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
         for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
