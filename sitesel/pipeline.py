@@ -75,6 +75,9 @@ HEATMAPS = {
     "slope_deg": ("Slope", "terrain"),
     "psr_distance_m": ("Distance to permanent shadow", "Blues_r"),
 }
+#: Heatmaps on a logarithmic scale: permanent shadow's "night" is the whole period (163,000 h
+#: over 18.6 years), while the nights that size a lander's batteries last hours to days.
+HEATMAP_LOG = ("longest_night_h",)
 
 
 @dataclass
@@ -336,8 +339,9 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         figures = []
         for name, (title, cmap) in HEATMAPS.items():
             path = plot_dir / f"{name}.png"
+            log = name in HEATMAP_LOG
             plots.heatmap(path, result.layers[name], grid, title=title, units=LAYER_INFO[name][0], cmap=cmap,
-                          sites=result.sites, hillshade=result.terrain.height_m)
+                          log=log, sites=result.sites, hillshade=result.terrain.height_m)
             figures.append((title, f"plots/{name}.png"))
             written.append(path)
             bar.advance()

@@ -16,7 +16,7 @@ from matplotlib import dates as mdates
 from matplotlib import patheffects
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -251,7 +251,7 @@ def _units_label(units):
     return "dimensionless" if units in ("1", "") else units
 
 
-def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None, vmax=None, sites=None,
+def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None, vmax=None, log=False, sites=None,
             hillshade=None):
     """Draw a layer on the polar map as a PNG.
 
@@ -266,7 +266,10 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
     title, units : str
         Figure title and colour-bar units (``"1"`` is shown as dimensionless).
     cmap, vmin, vmax :
-        Colour map and limits (default: the finite data range).
+        Colour map and limits (default: the finite data range); values beyond a
+        given limit take its colour, and the colour bar shows an arrow.
+    log : bool
+        Logarithmic colour scale, from the least positive value by default.
     sites : list of dict, optional
         Ranked sites (``rank``, ``x_m``, ``y_m``, ``lon`` and the ellipse
         columns), drawn as numbered markers with their landing ellipses.
@@ -283,14 +286,16 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
     view = layer[::step, ::step].astype(np.float64)  # subsample first: never copy a full-size layer
     left, bottom, right, top = grid.bounds_m
     extent_km = (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3)
-    finite = view[np.isfinite(view)]
+    finite = view[np.isfinite(view) & ((view > 0.0) if log else True)]
+    below = vmin is not None and finite.size and finite.min() < vmin
+    above = vmax is not None and finite.size and finite.max() > vmax
     vmin = float(finite.min()) if vmin is None and finite.size else (0.0 if vmin is None else vmin)
     vmax = float(finite.max()) if vmax is None and finite.size else (1.0 if vmax is None else vmax)
 
     rows, cols = grid.shape
     fig = _new_figure(7.5, min(max(5.6 * rows / cols + 1.2, 3.5), 9.0))
     ax = fig.add_subplot()
-    norm = Normalize(vmin=vmin, vmax=vmax)
+    norm = (LogNorm if log else Normalize)(vmin=vmin, vmax=max(vmax, vmin))
     colours = colormaps[cmap].with_extremes(bad=_NODATA_GREY)
     if hillshade is None:
         image = ax.imshow(view, extent=extent_km, cmap=colours, norm=norm, interpolation="nearest", zorder=2)
@@ -298,7 +303,8 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
         image = ScalarMappable(norm=norm, cmap=colours)
         ax.imshow(_shaded_rgb(view, norm, colours, _hillshade_view(hillshade, grid, step)), extent=extent_km,
                   interpolation="nearest", zorder=2)
-    bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
+    bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02, extend=extend[bool(below), bool(above)])
     bar.set_label(f"{title} ({_units_label(units)})")
     ax.set_xlim(extent_km[0], extent_km[1])
     ax.set_ylim(extent_km[2], extent_km[3])

@@ -54,6 +54,19 @@ def test_heatmap_png_is_sane_and_byte_identical(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
 
 
+def test_heatmap_values_beyond_vmax_take_its_colour(tmp_path):
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    view = np.array([[0.0, 360.0, 720.0, 163_000.0]])
+    rgb = plots._shaded_rgb(view, Normalize(0.0, 720.0), colormaps["magma_r"], np.ones_like(view))
+    assert (rgb[0, 3] == rgb[0, 2]).all() and not (rgb[0, 1] == rgb[0, 2]).all()
+    grid, height_m, layer = _scene()
+    capped = plots.heatmap(tmp_path / "c.png", layer * 1000.0, grid, title="Night", units="h", vmax=100.0)
+    logged = plots.heatmap(tmp_path / "d.png", layer * 1000.0, grid, title="Night", units="h", log=True)
+    assert capped.read_bytes() != logged.read_bytes()
+
+
 def test_heatmap_off_pole_without_hillshade_and_all_nan(tmp_path):
     x, y = latlon_to_xy(-81.0, 25.0)
     grid, _, layer = _scene((120, 120), 1500.0, (float(x), float(y)))
