@@ -7,6 +7,7 @@ function in its own module. Only :func:`write_outputs` touches the disk
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,7 +26,7 @@ from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_
 from .surface import slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
-from .visibility import ExactWhere, point_series, psr_area_km2, psr_layers, visibility_layers
+from .visibility import ExactWhere, point_series, psr_area_km2, psr_layers, scan, visibility_layers
 
 #: Per-tile visibility layers (computed tile by tile, checkpointed).
 TILE_LAYERS = (
@@ -153,7 +154,8 @@ def compute(
     timings["surface"] = time.perf_counter() - clock
 
     # Long runs on large maps scan every time step only at pixels that can meet the profile's
-    # limits (and possible permanent shadow): the scores, sites and PSR are those of a full scan.
+    # limits, and possible permanent shadow for the Sun until first lit: the scores, sites and
+    # PSR are those of a full scan.
     refine = (not config["run"]["exact_everywhere"]
               and analysed.shape[0] * analysed.shape[1] * len(track) > EXACT_BUDGET_PIXEL_STEPS)
     surface_ok = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile) if refine else None
@@ -164,7 +166,7 @@ def compute(
     stage_s = {"horizon": 0.0, "visibility": 0.0}
 
     def compute_tile(tile, on_step=None):
-        """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility pass."""
+        """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility chunk."""
         rows, cols = in_terrain(tile)
         exact_where = ExactWhere(surface_ok[tile], **limits) if refine else None
         result = {}
@@ -177,10 +179,9 @@ def compute(
             stage_s["horizon"] += time.perf_counter() - clock
             clock = time.perf_counter()
             layers = visibility_layers(terrain, horizon_deg, track, height_m, rows=rows, cols=cols,
-                                       long_night_h=LONG_NIGHT_H, exact_where=exact_where)
+                                       long_night_h=LONG_NIGHT_H, exact_where=exact_where,
+                                       progress=None if on_step is None else lambda n_px: on_step())
             stage_s["visibility"] += time.perf_counter() - clock
-            if on_step is not None:
-                on_step()
             for name in TILE_LAYERS:
                 result[f"{name}@{i}"] = layers[name]
         return result
@@ -190,14 +191,19 @@ def compute(
                   [r0, c0, *analysed.shape], profile.constraints if refine else None)
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
-    # Progress counts azimuths and visibility passes; a finished (or resumed) tile jumps to its share.
-    steps_per_tile = len(heights_m) * (n_azimuths + 1)
-    with Progress(len(tiles) * steps_per_tile, "horizon + visibility", unit="step", quiet=quiet) as bar:
+    # Progress counts horizon azimuths and visibility chunks (scan.PROGRESS_CHUNK_PX pixels each); a
+    # finished (or resumed) tile jumps to its share.
+    def tile_steps(tile):
+        rows, cols = tile
+        n_px = (rows.stop - rows.start) * (cols.stop - cols.start)
+        return len(heights_m) * (n_azimuths + math.ceil(n_px / scan.PROGRESS_CHUNK_PX))
+
+    with Progress(sum(map(tile_steps, tiles)), "horizon + visibility", unit="step", quiet=quiet) as bar:
         finished = []
 
         def tile_done(tile):
-            finished.append(tile)
-            bar.set(len(finished) * steps_per_tile)
+            finished.append(tile_steps(tile))
+            bar.set(sum(finished))
 
         work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
         results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)

@@ -118,3 +118,34 @@ def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
     valid = np.isfinite(result.layers["sun_lit_fraction"])
     assert np.all(result.layers["visibility_exact"][valid] == 1)
     assert np.isfinite(result.layers["longest_night_h"][valid]).all()
+
+
+def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, monkeypatch):
+    seen = []
+
+    class Recorder:
+        def __init__(self, total, description, **kwargs):
+            self.total, self.n = total, 0
+            seen.append(self)
+
+        def advance(self, n=1):
+            self.n += n
+
+        def set(self, n):
+            # a tile computed here has advanced its whole share step by step already
+            assert n == self.n
+            self.n = n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(pipeline, "Progress", Recorder)
+    monkeypatch.setattr(pipeline.scan, "PROGRESS_CHUNK_PX", 100)  # several chunks per 24 px tile
+    pipeline.compute(terrain, small_config(years=1), tile_dir=tmp_path, quiet=True)
+    bar = next(r for r in seen if r.total > 100)
+    # tiles of 24 and 16 px: 2 heights x (72 azimuths + chunks of 100 px)
+    assert bar.total == 2 * (4 * 72 + 6 + 2 * 4 + 3)
+    assert bar.n == bar.total

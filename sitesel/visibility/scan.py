@@ -199,6 +199,9 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, 1 << 62)
 
 
+#: Pixels per call of ``progress`` in :func:`visibility_layers`.
+PROGRESS_CHUNK_PX = 4096
+
 #: Margin (fraction) on the binned fractions when choosing the pixels to scan: twice
 #: their error bound, so every pixel whose exact fraction meets a limit is scanned.
 _BINNED_MARGIN = 0.01
@@ -254,7 +257,8 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     observer_height_m : float
         Observer (eye) height above the ground, metres.
     progress : callable, optional
-        Called with the number of pixels finished after each chunk (e.g. ``tqdm.update``).
+        Called with the number of pixels finished after each chunk of ``PROGRESS_CHUNK_PX``
+        (e.g. ``tqdm.update``).
     long_night_h : float
         Threshold for the ``n_long_nights`` layer, hours.
     exact_where : ExactWhere, optional
@@ -289,7 +293,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
                            exact_where.min_earth_visible_fraction, 0.0]) - _BINNED_MARGIN
         limits[3] = _BINNED_MARGIN
     out = np.empty((n_pix, 8))
-    chunk = n_pix if progress is None else max(1, min(n_pix, 4096))
+    chunk = n_pix if progress is None else max(1, min(n_pix, PROGRESS_CHUNK_PX))
     for a in range(0, n_pix, chunk):
         b = min(a + chunk, n_pix)
         _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
