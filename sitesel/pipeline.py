@@ -39,6 +39,8 @@ TILE_LAYERS = (
     "n_long_nights",
     "visibility_exact",
 )
+#: Visibility layers that are run lengths over the time steps (NaN where not every step was scanned).
+GAP_LAYERS = ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights")
 #: Nights at least this long are counted in ``n_long_nights`` (3 days: a typical battery sizing case).
 LONG_NIGHT_H = 72.0
 
@@ -228,7 +230,15 @@ def compute(
     layers["feasible"] = feasible
     layers["score"] = score
     sites = rank_sites(score, feasible, layers, analysed.grid, profile)
-    constraint_summary = constraint_pass_fractions(layers, profile, region_to_mask(analysed.grid, profile.region))
+    region = region_to_mask(analysed.grid, profile.region)
+    constraint_summary = constraint_pass_fractions(layers, profile, region)
+    gap_limits = [key for key in profile.constraints if key[4:] in GAP_LAYERS]
+    if refine and gap_limits:
+        # gap lengths exist only where every step was scanned: judge their limits there
+        scanned_only = constraint_pass_fractions(layers, profile, region & (layers["visibility_exact"] == 1))
+        for key in gap_limits:
+            del constraint_summary[key]
+            constraint_summary[f"{key} (of the fully scanned pixels)"] = scanned_only[key]
     for site in sites:
         site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
     timings["scoring_ranking"] = time.perf_counter() - clock
@@ -260,7 +270,7 @@ def compute(
                  "elsewhere ")
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
-        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
+        for name in GAP_LAYERS:
             methods[name] = (f"{exact}{where}not computed (NaN), but for the Sun's at permanent shadow; "
                              "[run] exact_everywhere = true computes every pixel")
     methods["visibility_exact"] = "1 where every time step was scanned"

@@ -149,3 +149,19 @@ def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, m
     # tiles of 24 and 16 px: 2 heights x (72 azimuths + chunks of 100 px)
     assert bar.total == 2 * (4 * 72 + 6 + 2 * 4 + 3)
     assert bar.n == bar.total
+
+
+def test_refined_run_judges_gap_limits_on_scanned_pixels(terrain, tmp_path, monkeypatch):
+    from sitesel.scoring import constraint_pass_fractions, profile_from_dict
+
+    monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    profile = profile_from_dict({"name": "gaps", "constraints": {"min_sun_lit_fraction": 0.3,
+                                                                "max_longest_night_h": 2000.0},
+                                 "weights": {"sun_lit_fraction": 1.0}, "landing": {"radius_m": 500.0}})
+    result = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path, quiet=True, profile=profile)
+    summary = result.constraint_summary
+    scanned = result.layers["visibility_exact"] == 1
+    assert 0 < scanned.sum() < scanned.size
+    want = constraint_pass_fractions(result.layers, profile, scanned)["max_longest_night_h"]
+    assert summary["max_longest_night_h (of the fully scanned pixels)"] == pytest.approx(want)
+    assert "max_longest_night_h" not in summary and "min_sun_lit_fraction" in summary
