@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .paths import cache_dir
+
 #: Other source states' cache directories are removed once unused for this long.
 _KEEP_S = 7 * 86400.0
 
@@ -29,13 +31,13 @@ def source_digest(package_dir: Path) -> str:
 
 
 def use_source_keyed_cache() -> None:
-    """Point numba's cache at ``<cache>/numba/<source digest>`` (``<cache>``: ``$SITESEL_CACHE_DIR``
-    or ``~/.cache/sitesel``), before any kernel is defined; remove stale siblings."""
+    """Point numba's cache at ``<cache>/numba/<source digest>`` (``<cache>``: :func:`~sitesel.paths.cache_dir`),
+    before any kernel is defined; remove stale siblings."""
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
     import numba
 
-    base = Path(os.environ.get("SITESEL_CACHE_DIR") or Path.home() / ".cache" / "sitesel") / "numba"
+    base = cache_dir() / "numba"
     here = base / source_digest(Path(__file__).parent)
     numba.config.CACHE_DIR = str(here)
     try:

@@ -30,6 +30,7 @@ import numpy as np
 
 from .constants import EPHEMERIS_FIRST_DATE, EPHEMERIS_LAST_DATE
 from .errors import SiteselError
+from .paths import cache_dir
 
 _MOON_PCK = ("data", "pck", "moon_pa_de421_1900-2050.bpc")
 _MOON_FK = ("data", "fk", "satellites", "moon_080317.tf")
@@ -160,12 +161,6 @@ def _compute_track(t0: np.datetime64, t1: np.datetime64, step_s: int) -> Track:
     sun_me = np.einsum("ijt,jt->ti", rot, sun_icrf)
     earth_me = np.einsum("ijt,jt->ti", rot, earth_icrf)
     return Track(times, np.ascontiguousarray(sun_me), np.ascontiguousarray(earth_me), step_s / 3600.0)
-
-
-def cache_dir() -> Path:
-    """Directory of cached tracks: ``$SITESEL_CACHE_DIR`` or ``~/.cache/sitesel``."""
-    env = os.environ.get("SITESEL_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "sitesel"
 
 
 def _cache_path(t0, t1, step_s) -> Path:
