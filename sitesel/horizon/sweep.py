@@ -686,10 +686,10 @@ def _footprint(grid, grow_px):
             grid.y0_m - (nr - 0.5 + grow_px) * res, grid.y0_m - (0.5 - grow_px) * res]
 
 
-def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress, near_px=NEAR_RAY_PX):
+def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress):
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
-    Per azimuth: the exact ray within ``near_px`` pixels, the sweep over ``terrain``
+    Per azimuth: the exact ray within ``NEAR_RAY_PX`` pixels, the sweep over ``terrain``
     (grown by the ring of resampled ``far_field``, see the module docstring) beyond
     it, and the sweep over ``far_field`` outside that. The largest of these, floored
     by the terrain beyond the grids (see ``continuation_tan``).
@@ -731,7 +731,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         # that one-pixel band out (the near ray covers it close by; far off it is within a
         # pixel of ring samples of the same smooth far field).
         terrain_foot = _footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6)  # round-off margins
-    occluders = [(grid, z, zt, np.array(terrain_foot), near_px * grid.resolution_m, grads)]
+    occluders = [(grid, z, zt, np.array(terrain_foot), NEAR_RAY_PX * grid.resolution_m, grads)]
     if far_field is not None:
         fz = np.ascontiguousarray(far_field.height_m, dtype=np.float32)
         # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
@@ -777,18 +777,17 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
                 float(observer_height_m),
             )
             results.append(acc)
-        if near_px > 0:
-            ir, ic, fr, fc, s_px = _near_offsets(b, near_px)
-            _near_kernel(near_z, near_r0, near_c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc,
-                         s_px * grid.resolution_m, near_tan)
-            if far_field is not None:
-                fg = far_field.grid
-                _far_near_kernel(
-                    near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
-                    fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
-                    FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_near_tan,
-                )
-                np.maximum(near_tan, far_near_tan, out=near_tan)
+        ir, ic, fr, fc, s_px = _near_offsets(b, NEAR_RAY_PX)
+        _near_kernel(near_z, near_r0, near_c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc,
+                     s_px * grid.resolution_m, near_tan)
+        if far_field is not None:
+            fg = far_field.grid
+            _far_near_kernel(
+                near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
+                fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
+                FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_near_tan,
+            )
+            np.maximum(near_tan, far_near_tan, out=near_tan)
         acc_n = results[0]
         acc_f = results[1] if len(results) > 1 else acc_n
         j = k % len(stage)
