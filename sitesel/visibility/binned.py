@@ -8,7 +8,7 @@ from numba import njit, prange
 from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
-from .nodes import _bearing_cos_sin, _horizon_nodes, _margin, _Pixels, _threshold_table
+from .nodes import _bearing_cos_sin, _margin, _pixel_thresholds, _Pixels
 from .track import _BodySteps
 
 
@@ -130,19 +130,10 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
             out[p, 1] = np.nan
             out[p, 2] = np.nan
             continue
-        sun_lam = np.empty(n_az)
-        sun_delta = np.empty(n_az)
-        earth_lam = np.empty(n_az)
-        earth_delta = np.empty(n_az)
-        _horizon_nodes(east[p], north[p], up[p], np.cos(np.radians(lon_deg[p])), np.sin(np.radians(lon_deg[p])),
-                       r_m[p], horizon_deg[p], cos_b, sin_b, s_rad_mean, s_dist, e_dist, sun_lam, sun_delta,
-                       earth_lam, earth_delta)
-        sun_table = _threshold_table(sun_lam, sun_delta, n_bins)
-        n_lit, disc = _binned_sum(sun_table[0], sun_table[1], sun_table[2], sun_table[3], n_bins, s_lam, s_k0, dk,
-                                  s_below, s_disc, True)
-        earth_table = _threshold_table(earth_lam, earth_delta, n_bins)
-        n_vis, unused = _binned_sum(earth_table[0], earth_table[1], earth_table[2], earth_table[3], n_bins, e_lam,
-                                    e_k0, dk, e_below, e_below, False)
+        sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
+                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
+        n_lit, disc = _binned_sum(*sun_table, n_bins, s_lam, s_k0, dk, s_below, s_disc, True)
+        n_vis = _binned_sum(*earth_table, n_bins, e_lam, e_k0, dk, e_below, e_below, False)[0]
         out[p, 0] = n_lit
         out[p, 1] = disc
         out[p, 2] = n_vis

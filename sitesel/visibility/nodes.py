@@ -86,6 +86,22 @@ def _node(hx, hy, hz, u0, u1, u2, r_m, ce, se, distance_m, inv_d, cos_b, sin_b, 
             atan2(sin_lat, np.sqrt(max(0.0, 1.0 - sin_lat * sin_lat))) * (180.0 / np.pi))
 
 
+@njit(cache=True, inline="always")
+def _pixel_thresholds(east, north, up, lon_deg, r_m, horizon_deg, cos_b, sin_b, sun_offset_deg, sun_distance_m,
+                      earth_distance_m, n_bins):
+    """One pixel's Sun and Earth threshold tables (:func:`_threshold_table` of its
+    :func:`_horizon_nodes`)."""
+    n_az = horizon_deg.size
+    sun_lam = np.empty(n_az)
+    sun_delta = np.empty(n_az)
+    earth_lam = np.empty(n_az)
+    earth_delta = np.empty(n_az)
+    _horizon_nodes(east, north, up, np.cos(np.radians(lon_deg)), np.sin(np.radians(lon_deg)), r_m, horizon_deg,
+                   cos_b, sin_b, sun_offset_deg, sun_distance_m, earth_distance_m, sun_lam, sun_delta, earth_lam,
+                   earth_delta)
+    return _threshold_table(sun_lam, sun_delta, n_bins), _threshold_table(earth_lam, earth_delta, n_bins)
+
+
 @njit(cache=True)
 def _threshold_table(lam, delta, n_bins):
     """Periodic piecewise-linear threshold ``delta(lam)`` over [0, 360) deg.

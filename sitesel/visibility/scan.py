@@ -12,7 +12,7 @@ from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
 from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
-from .nodes import _bearing_cos_sin, _horizon_nodes, _margin, _Pixels, _threshold_table
+from .nodes import _bearing_cos_sin, _margin, _pixel_thresholds, _Pixels
 from .track import _CELL_LEVELS, _BodySteps
 
 
@@ -166,16 +166,8 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             out[p, c] = np.nan
         if not valid[p]:
             continue
-        sun_lam = np.empty(n_az)
-        sun_delta = np.empty(n_az)
-        earth_lam = np.empty(n_az)
-        earth_delta = np.empty(n_az)
-        cl = np.cos(np.radians(lon_deg[p]))
-        sl = np.sin(np.radians(lon_deg[p]))
-        _horizon_nodes(east[p], north[p], up[p], cl, sl, r_m[p], horizon_deg[p], cos_b, sin_b,
-                       s_rad_mean, s_dist, e_dist, sun_lam, sun_delta, earth_lam, earth_delta)
-        sun_table = _threshold_table(sun_lam, sun_delta, n_bins)
-        earth_table = _threshold_table(earth_lam, earth_delta, n_bins)
+        sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
+                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
         n_lit, disc = _binned_sum(*sun_table, n_bins, s_binned[0], s_binned[1], dk, s_binned[2], s_binned[3], True)
         out[p, 1] = disc
         scan = exact_everywhere
