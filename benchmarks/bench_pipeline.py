@@ -25,9 +25,8 @@ from sitesel.config import validate_config
 from sitesel.ephemeris import body_track
 from sitesel.horizon import horizon_map
 from sitesel.terrain.synthetic import synthetic_south_pole
-from sitesel.scoring import constraints_met
 from sitesel.surface import slope_roughness
-from sitesel.visibility import BinnedTrack, ExactWhere, visibility_fractions, visibility_layers
+from sitesel.visibility import BinnedTrack, visibility_fractions, visibility_layers
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -40,8 +39,7 @@ def visibility_cost_ratio(terrain, years: float, n_azimuths: int, tile_px: int =
     horizon_deg = horizon_map(terrain, n_azimuths, 2.0, rows=rows, cols=cols)
     profile = pipeline.resolve_profile("default")
     slope_deg, roughness_m = (layer[rows, cols] for layer in slope_roughness(terrain, baseline_m=20.0))
-    exact_where = ExactWhere(constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile),
-                             min_sun_lit_fraction=profile.constraints.get("min_sun_lit_fraction", 0.0))
+    exact_where = pipeline.exact_where(profile, slope_deg, roughness_m)
     out = {}
     # The first pass compiles the kernels; the second is timed.
     for span in (1.0, years, 1.0, years):

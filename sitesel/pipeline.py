@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 
@@ -111,6 +111,14 @@ def resolve_profile(spec) -> Profile:
     return load_profile(spec)
 
 
+def exact_where(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarray) -> ExactWhere:
+    """The pixels of a map that a refined run scans over every step (see
+    :class:`~sitesel.visibility.ExactWhere`): those within the profile's surface limits,
+    held to its limits on the fractions."""
+    limits = {f.name: profile.constraints[f.name] for f in fields(ExactWhere) if f.name in profile.constraints}
+    return ExactWhere(constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile), **limits)
+
+
 def compute(
     terrain: Terrain,
     config: dict,
@@ -160,9 +168,7 @@ def compute(
     # PSR are those of a full scan.
     refine = (not config["run"]["exact_everywhere"]
               and analysed.shape[0] * analysed.shape[1] * len(track) > EXACT_BUDGET_PIXEL_STEPS)
-    surface_ok = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile) if refine else None
-    limits = {key: value for key, value in profile.constraints.items()
-              if key in ("min_sun_lit_fraction", "min_sun_disc_fraction", "min_earth_visible_fraction")}
+    selection = exact_where(profile, slope_deg, roughness_m) if refine else None
 
     # seconds spent in each kernel by the tiles computed in this process (not resumed, not on a cluster)
     stage_s = {"horizon": 0.0, "visibility": 0.0}
@@ -170,7 +176,7 @@ def compute(
     def compute_tile(tile, on_step=None):
         """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility chunk."""
         rows, cols = in_terrain(tile)
-        exact_where = ExactWhere(surface_ok[tile], **limits) if refine else None
+        tile_selection = replace(selection, eligible=selection.eligible[tile]) if refine else None
         result = {}
         for i, height_m in enumerate(heights_m):
             clock = time.perf_counter()
@@ -181,7 +187,7 @@ def compute(
             stage_s["horizon"] += time.perf_counter() - clock
             clock = time.perf_counter()
             layers = visibility_layers(terrain, horizon_deg, track, height_m, rows=rows, cols=cols,
-                                       long_night_h=LONG_NIGHT_H, exact_where=exact_where,
+                                       long_night_h=LONG_NIGHT_H, exact_where=tile_selection,
                                        progress=None if on_step is None else lambda n_px: on_step())
             stage_s["visibility"] += time.perf_counter() - clock
             for name in TILE_LAYERS:
