@@ -502,7 +502,8 @@ def _ground_distance(x_m, y_m, dx, dy, s_map):
 
 # reciprocal arithmetic turns the divisions by the pixel sizes into multiplications
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
-def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, reach, cap, out_tan):
+def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, reach, cap, row_stride,
+                     out_tan):
     """Largest tan(elevation) of the far field along each observer's exact ray, up to
     ``max_dist = min(cap, reach / sqrt(sin a))`` for a ray leaving the fine grid at the
     angle a to its edge: two sweep lines a pixel apart cross the edge 1 / sin(a) pixels
@@ -517,10 +518,15 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
     dense as the reference's), always a whole number of half fine pixels, so the
     samples fall where the reference's do.
     Observers whose ray stays on the fine grid up to ``max_dist`` get -inf at once.
+
+    The rays are all in a band along the edges the look direction faces, often a few
+    rows: threads take rows ``i * row_stride mod nwr`` (see ``_spread_stride``), so that
+    each thread's share of consecutive i spreads over the whole window.
     """
     nwr, nwc = h_abs.shape
     fine_step = 0.5 * res
-    for wr in prange(nwr):
+    for i in prange(nwr):
+        wr = (i * row_stride) % nwr
         r = r0 + wr
         for wc in range(nwc):
             c = c0 + wc
@@ -589,6 +595,15 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                 tn = (rt * cos_t - ro) / (rt * sin_t)
                 best = max(best, tn)
             out_tan[wr, wc] = best
+
+
+def _spread_stride(n):
+    """A stride coprime with n near n / golden ratio: i -> i * stride mod n visits 0..n-1
+    once each, and any run of consecutive i spreads evenly over them."""
+    stride = max(1, round(n * 0.6180339887498949))
+    while math.gcd(stride, n) != 1:
+        stride += 1
+    return stride
 
 
 @njit(cache=True, parallel=True)
@@ -738,6 +753,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), np.array(_footprint(grid, 0.0) + nothing),
                           0.0, zero_grads))
         far_near_tan = np.full(h_abs.shape, -np.inf)
+        row_stride = _spread_stride(h_abs.shape[0])
     left, bottom = min(b[0] for b in outer), min(b[1] for b in outer)
     right, top = max(b[2] for b in outer), max(b[3] for b in outer)
     bearings = np.radians(bearings_deg(n_azimuths))
@@ -785,7 +801,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
             _far_near_kernel(
                 near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
                 fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
-                FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_near_tan,
+                FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, row_stride, far_near_tan,
             )
             np.maximum(near_tan, far_near_tan, out=near_tan)
         acc_n = results[0]
