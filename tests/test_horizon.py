@@ -283,6 +283,33 @@ def test_far_field_step_at_the_terrain_edge_matches_reference():
     assert rms <= 0.05 and p99 <= 0.2
 
 
+def test_far_field_sets_the_horizon_of_every_pixel_at_its_own_height():
+    """A rough far field 2.5-6 km high, more than 6 km off, sets most horizons of a fine DEM
+    whose pixels climb a 35-deg ridge. The far field is swept on a grid twice as fine from a
+    lattice of observers 5 fine pixels apart, at a few heights each (see sweep._FarLattice):
+    a lattice node's pixels span ~130 m of height here, and each must still see the far
+    terrain from its own place and height. (Not compared: the outermost pixels, whose
+    rays along the edge read the fine DEM or the far field by round-off.)"""
+    from sitesel.horizon import sweep
+
+    far_grid = Grid.centred((96, 96), 400.0, 0.0, -60e3)
+    fx, fy = far_grid.xy()
+    ramp = np.clip((np.hypot(fx, fy + 60e3) - 6e3) / 4e3, 0.0, 1.0)
+    far = Terrain(ramp * (fractal_heights(96, 400.0, 5, 20.0, 2.0) + 2500.0), far_grid)
+    fine_grid = Grid.centred((48, 48), RES, 0.0, -60e3)
+    x, _ = fine_grid.xy()
+    ridge = np.tan(np.radians(35.0)) * np.minimum(x - x.min(), x.max() - x)
+    fine = Terrain(ridge + fractal(48, seed=6, rms_slope_deg=3.0), fine_grid)
+    assert int(sweep.FAR_OBSERVER_SPACING * 400.0 / sweep.FAR_SWEEP_REFINE / RES) == 5
+    ref = horizon_map(fine, 36, 2.0, method="raymarch", far_field=far)
+    fast = horizon_map(fine, 36, 2.0, far_field=far)
+    without = horizon_map(fine, 36, 2.0)
+    inner = (slice(1, -1), slice(1, -1))
+    assert np.mean(ref[inner] - without[inner] > 1.0) > 0.5  # the far field matters
+    rms, p99, worst = accuracy(fast[inner], ref[inner])
+    assert rms <= 0.05 and p99 <= 0.2 and worst <= 0.5
+
+
 def test_progress_and_errors(rough):
     calls = []
     horizon_map(rough, 8, 2.0, rows=slice(0, 4), cols=slice(0, 4), progress=lambda d, n: calls.append((d, n)))

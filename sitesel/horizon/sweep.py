@@ -15,6 +15,7 @@ reads the far field beyond the terrain's pixel centres, as the reference does.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -621,6 +622,22 @@ def _resample_ring(zf, fx0, fy0, fres, x0, y0, res, pad, out):
             out[r, c] = bilinear(zf, (fy0 - y) / fres - 0.5, (x - fx0) / fres - 0.5)
 
 
+def _refined(terrain, factor):
+    """``terrain`` on a grid ``factor`` times finer whose pixel centres include the original ones,
+    from the first to the last: its bilinear surface is the original's."""
+    if factor == 1:
+        return terrain
+    g = terrain.grid
+    res = g.resolution_m / factor
+    nr, nc = terrain.shape
+    grid = Grid(g.x0_m + 0.5 * (g.resolution_m - res), g.y0_m - 0.5 * (g.resolution_m - res), res,
+                (factor * (nr - 1) + 1, factor * (nc - 1) + 1))
+    z = np.empty(grid.shape, np.float32)
+    _resample_ring(np.ascontiguousarray(terrain.height_m, dtype=np.float32), g.x0_m, g.y0_m, g.resolution_m,
+                   grid.x0_m, grid.y0_m, res, max(grid.shape), z)  # a ring that wide: every pixel
+    return Terrain(z, grid, terrain.provenance)
+
+
 def _with_far_ring(terrain, far_field):
     """``terrain`` grown by a ring of the far field resampled onto its pixels (see the
     module docstring), and the ring's width in pixels."""
@@ -638,16 +655,12 @@ def _with_far_ring(terrain, far_field):
 
 
 @njit(cache=True, parallel=True)
-def _store(acc, acc_far, near_tan, has_far, valid, stage):
-    """Combine near ray, sweep and far field into degrees in one contiguous staging plane."""
+def _store(acc, near_tan, valid, stage):
+    """Combine the sweeps and the near ray into degrees in one contiguous staging plane."""
     nr, nc = valid.shape
     for r in prange(nr):
         for c in range(nc):
-            v = acc[r, c]
-            if has_far:
-                v = max(v, acc_far[r, c])
-            v = max(v, near_tan[r, c])
-            stage[r, c] = _atan_deg(v) if valid[r, c] else np.nan
+            stage[r, c] = _atan_deg(max(acc[r, c], near_tan[r, c])) if valid[r, c] else np.nan
 
 
 @njit(cache=True, inline="always")
@@ -701,17 +714,182 @@ def _footprint(grid, grow_px):
             grid.y0_m - (nr - 0.5 + grow_px) * res, grid.y0_m - (0.5 - grow_px) * res]
 
 
+class _Observers(NamedTuple):
+    """The observers of a sweep: window (r0, c0) onward of ``grid``, and per layout
+    (False: (row, col); True: transposed) their heights above the sphere, ground heights,
+    bare-sphere floors (``continuation_tan`` at exit 0) and lateral height gradients."""
+
+    grid: Grid
+    r0: int
+    c0: int
+    arrays: dict
+
+
+def _observers(grid, r0, c0, ground_m, observer_height_m, grad_row, grad_col):
+    with np.errstate(invalid="ignore"):
+        tan_dip = continuation_tan(ground_m, observer_height_m, 0.0)
+    layers = (ground_m + observer_height_m, ground_m, tan_dip)
+    arrays = {False: tuple(np.ascontiguousarray(v) for v in layers + (grad_row,)),
+              True: tuple(np.ascontiguousarray(v.T) for v in layers + (grad_col,))}
+    return _Observers(grid, r0, c0, arrays)
+
+
+def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_height_m, acc):
+    """``_sweep_kernel`` of ``observers`` over the occluder heights ``oz`` (``ozt``: transposed) on ``ogrid``."""
+    f = _sweep_frames(observers.grid, observers.r0, observers.c0, ogrid, bearing_rad)
+    lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
+    if lag_t > _RING - 4:
+        raise ValueError(f"near field of {lag_t:.0f} steps exceeds the sweep's sample ring ({_RING})")
+    tr = f["transpose"]
+    h_o, ground_o, td, grad = observers.arrays[tr]
+    nwq, nwp = h_o.shape
+    corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
+               for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
+    g = observers.grid
+    _sweep_kernel(
+        ozt if tr else oz, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
+        f["step_len"], f["along_per_q"], lag_t, h_o, ground_o, td, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
+        acc, tr, math.floor(min(corners)), math.floor(max(corners)) + 1, np.array([g.x0_m, g.y0_m, g.resolution_m]),
+        math.sin(bearing_rad), math.cos(bearing_rad), box, observer_height_m,
+    )
+
+
+# --------------------------------------------------------------------------- far field
+#
+# Every far-field sample the far sweep reads lies FAR_PAD_PX far pixels or more from
+# every observer, so its horizon changes little from one fine pixel to the next, except
+# with the observer's own height: tan(elevation) of one far point is linear in it, with
+# slope -1 / distance. The far field is therefore swept from a lattice of observers
+# ``FAR_OBSERVER_SPACING`` far pixels apart, each at ``FAR_HEIGHT_LEVELS`` ground heights
+# spanning those of the fine pixels around it, and each fine pixel interpolates its value
+# linearly in its own height and bilinearly between the four nodes around it: tens of
+# times fewer observers than pixels. The lattice is anchored on the terrain's pixel
+# (0, 0), so a pixel gets the same value whichever tile it is computed in.
+
+#: The far field is swept on a grid this many times finer (same bilinear surface), so that
+#: its sweep lines are that much closer than its pixels.
+FAR_SWEEP_REFINE = 2
+
+#: Spacing of the far field's observer lattice, in pixels of the refined far field.
+FAR_OBSERVER_SPACING = 0.5
+
+#: Ground heights per lattice node, from the least to the greatest of the fine pixels
+#: that interpolate from it.
+FAR_HEIGHT_LEVELS = 4
+
+
+@njit(cache=True)
+def _node_ranges(z, step, n0, m0, lo, hi):
+    """Least and greatest finite height of ``z`` within ``step`` - 1 pixels of each lattice
+    node (n0 + i, m0 + j), at pixel (step (n0 + i), step (m0 + j)); NaN if none."""
+    nr, nc = z.shape
+    for i in range(lo.shape[0]):
+        rc = step * (n0 + i)
+        for j in range(lo.shape[1]):
+            cc = step * (m0 + j)
+            a = np.inf
+            b = -np.inf
+            for r in range(max(0, rc - step + 1), min(nr, rc + step)):
+                for c in range(max(0, cc - step + 1), min(nc, cc + step)):
+                    v = z[r, c]
+                    if v == v:
+                        a = min(a, v)
+                        b = max(b, v)
+            lo[i, j] = a if a <= b else np.nan
+            hi[i, j] = b if a <= b else np.nan
+
+
+@njit(cache=True, parallel=True)
+def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
+    """Raise each window pixel's ``out`` (tan elevation) to its far-field value from the
+    lattice's ``acc`` (node row, node col, level): linear in its ground height between the
+    levels of each of the four nodes around it (level ``(h - lo) * scale``, clamped),
+    bilinear between the nodes. Nodes without levels must hold zeros (weight 0 or not,
+    they are read: the loop has no branch, so it vectorises)."""
+    n_lev = acc.shape[2]
+    top = n_lev - 1.0
+    k_top = max(n_lev - 2, 0)
+    nwr, nwc = ground.shape
+    jj = np.empty(nwc, np.int64)
+    fj = np.empty(nwc)
+    for wc in range(nwc):
+        v = c0 + wc - step * m0
+        jj[wc] = v // step
+        fj[wc] = (v - jj[wc] * step) / step
+    for wr in prange(nwr):
+        u = r0 + wr - step * n0
+        i = u // step
+        fi = (u - i * step) / step
+        # the last node row or column is read with weight 0 when a pixel sits on it
+        i1 = min(i + 1, acc.shape[0] - 1)
+        for wc in range(nwc):
+            j = jj[wc]
+            j1 = min(j + 1, acc.shape[1] - 1)
+            h = ground[wr, wc]
+            total = 0.0
+            for a, b, w in ((i, j, (1.0 - fi) * (1.0 - fj[wc])), (i, j1, (1.0 - fi) * fj[wc]),
+                            (i1, j, fi * (1.0 - fj[wc])), (i1, j1, fi * fj[wc])):
+                x = min(max((h - lo[a, b]) * scale[a, b], 0.0), top)
+                k = min(int(x), k_top)
+                value = acc[a, b, k]
+                if n_lev > 1:
+                    value += (x - k) * (acc[a, b, k + 1] - value)
+                total += w * value
+            out[wr, wc] = max(out[wr, wc], total)
+
+
+class _FarLattice:
+    """The far field's observers (see the section comment) for window rows r0.., cols c0..
+    (``nwr`` x ``nwc``) of the terrain ``near_z`` on ``near_grid``."""
+
+    def __init__(self, near_grid, near_z, r0, c0, nwr, nwc, far_resolution_m, observer_height_m):
+        res = near_grid.resolution_m
+        self.step = step = max(1, int(FAR_OBSERVER_SPACING * far_resolution_m / res + 1e-9))
+        self.n0, self.m0 = r0 // step, c0 // step
+        self.r0, self.c0 = r0, c0
+        shape = (-(-(r0 + nwr - 1) // step) - self.n0 + 1, -(-(c0 + nwc - 1) // step) - self.m0 + 1)
+        lo, hi = np.empty(shape), np.empty(shape)
+        _node_ranges(near_z, step, self.n0, self.m0, lo, hi)
+        # node (i, j) sits on terrain pixel (step (n0 + i), step (m0 + j)) (possibly beyond its edge)
+        grid = Grid(near_grid.x0_m + (step * self.m0 + 0.5 - 0.5 * step) * res,
+                    near_grid.y0_m - (step * self.n0 + 0.5 - 0.5 * step) * res, step * res, shape)
+        zero = np.zeros(shape)
+        n_levels = FAR_HEIGHT_LEVELS if step > 1 else 1  # a node per pixel: its own height
+        self.levels = [_observers(grid, 0, 0, lo + (hi - lo) * (k / max(1, n_levels - 1)), observer_height_m,
+                                  zero, zero) for k in range(n_levels)]
+        self.level_acc = [np.zeros(shape) for _ in range(n_levels)]
+        self.acc = np.zeros(shape + (n_levels,))
+        self.lo = np.nan_to_num(lo)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.scale = np.where(hi > lo, (n_levels - 1) / (hi - lo), 0.0)
+        # nodes without terrain around them are no observers: their zeros stay
+        self.has_ground = np.isfinite(lo)
+
+    def raise_to_far_field(self, far_z, far_zt, far_grid, foot, bearing_rad, box, observer_height_m, ground, out):
+        """Raise ``out`` (tan elevation of the window's pixels at ground heights ``ground``)
+        to the far field's horizon along ``bearing_rad``."""
+        for level, acc in zip(self.levels, self.level_acc):
+            _sweep(far_z, far_zt, far_grid, foot, 0.0, level, bearing_rad, box, observer_height_m, acc)
+        for k, acc in enumerate(self.level_acc):
+            self.acc[..., k] = np.where(self.has_ground, acc, 0.0)
+        _far_at_pixels(self.acc, self.lo, self.scale, self.step, self.n0, self.m0, self.r0, self.c0, ground, out)
+
+
 def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field, progress):
     """Horizon (degrees, float32 (rows, cols, K)) of the window's observers; see ``horizon_map``.
 
     Per azimuth: the exact ray within ``NEAR_RAY_PX`` pixels, the sweep over ``terrain``
     (grown by the ring of resampled ``far_field``, see the module docstring) beyond
-    it, and the sweep over ``far_field`` outside that. The largest of these, floored
-    by the terrain beyond the grids (see ``continuation_tan``).
+    it, and the sweep over ``far_field`` outside that (from a lattice of observers, see
+    ``_FarLattice``). The largest of these, floored by the terrain beyond the grids
+    (see ``continuation_tan``).
     """
+    observer_height_m = float(observer_height_m)
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
     # where a search leaves the supplied grids (their bounding box), for the continuation floor
     outer = [terrain.grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
+    box = np.array([min(b[0] for b in outer), min(b[1] for b in outer), max(b[2] for b in outer),
+                    max(b[3] for b in outer)])
     # the exact near ray reads the terrain itself, and the far field by its own ray beyond
     # the terrain's pixel centres, as the reference does
     near_z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
@@ -725,78 +903,47 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
     zt = np.ascontiguousarray(z.T)
     hg = z[r0:r1, c0:c1].astype(np.float64)
-    h_abs = hg + float(observer_height_m)
+    h_abs = hg + observer_height_m
     # the observers' own lateral slopes, from the terrain alone (not across its edge into the ring)
     grad_row, grad_col = _lateral_gradients(near_z)
-    gr0, gr1, gc0, gc1 = near_r0, near_r0 + (r1 - r0), near_c0, near_c0 + (c1 - c0)
-    h_abs_t = {False: np.ascontiguousarray(h_abs), True: np.ascontiguousarray(h_abs.T)}
-    grads = {False: np.ascontiguousarray(grad_row[gr0:gr1, gc0:gc1]),
-             True: np.ascontiguousarray(grad_col[gr0:gr1, gc0:gc1].T)}
-    zero_grads = {t: np.zeros_like(grads[t]) for t in (False, True)}
+    window = (slice(near_r0, near_r0 + (r1 - r0)), slice(near_c0, near_c0 + (c1 - c0)))
+    pixels = _observers(grid, r0, c0, hg, observer_height_m, grad_row[window], grad_col[window])
     valid = np.isfinite(h_abs)
     xw, yw = grid.xy(slice(r0, r1), slice(c0, c1))
     k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
     inv_k_scale = 1.0 / k_scale
     near_tan = np.full(h_abs.shape, -np.inf)
-    nothing = [1.0, -1.0, 1.0, -1.0]
-    terrain_foot = nothing * 2
+    terrain_foot = np.array([1.0, -1.0, 1.0, -1.0] * 2)
+    acc = np.empty(h_abs.shape)  # every valid observer's value is written by the sweep
     if far_field is not None:
         # Between the terrain's outer pixel centres and the ring's first ones a sample would mix
         # terrain and far-field heights where the reference reads the far field alone: leave
         # that one-pixel band out (the near ray covers it close by; far off it is within a
         # pixel of ring samples of the same smooth far field).
-        terrain_foot = _footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6)  # round-off margins
-    occluders = [(grid, z, zt, np.array(terrain_foot), NEAR_RAY_PX * grid.resolution_m, grads)]
-    if far_field is not None:
+        terrain_foot = np.array(_footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6))  # round-off
         fz = np.ascontiguousarray(far_field.height_m, dtype=np.float32)
+        fzt = np.ascontiguousarray(fz.T)
         # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
-        occluders.append((far_field.grid, fz, np.ascontiguousarray(fz.T), np.array(_footprint(grid, 0.0) + nothing),
-                          0.0, zero_grads))
+        far_foot = np.array(_footprint(grid, 0.0) + [1.0, -1.0, 1.0, -1.0])
+        swept = _refined(far_field, FAR_SWEEP_REFINE)
+        sz = np.ascontiguousarray(swept.height_m, dtype=np.float32)
+        szt = np.ascontiguousarray(sz.T)
+        lattice = _FarLattice(near_grid, near_z, near_r0, near_c0, r1 - r0, c1 - c0, swept.grid.resolution_m,
+                              observer_height_m)
         far_near_tan = np.full(h_abs.shape, -np.inf)
         row_stride = _spread_stride(h_abs.shape[0])
-    left, bottom = min(b[0] for b in outer), min(b[1] for b in outer)
-    right, top = max(b[2] for b in outer), max(b[3] for b in outer)
     bearings = np.radians(bearings_deg(n_azimuths))
     out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)
-    # every valid observer's value is written by the sweep (the rest are masked when stored)
-    accs = [np.empty(h_abs.shape) for _ in occluders]
     # azimuth planes are staged and copied out a few at a time: writing out[:, :, k] for one
     # k at a time touches a new cache line per pixel
     stage = np.empty((min(_STAGE, len(bearings)),) + h_abs.shape, np.float32)
-    box = np.array([left, bottom, right, top])
-    obs_grid = np.array([grid.x0_m, grid.y0_m, grid.resolution_m])
-    # the continuation floor's largest value, whatever the exit distance: the kernel
-    # evaluates the floor itself only where the terrain's horizon is below this
-    with np.errstate(invalid="ignore"):
-        tan_dip = continuation_tan(hg, float(observer_height_m), 0.0)
-    obs = {False: (h_abs_t[False], np.ascontiguousarray(hg), np.ascontiguousarray(tan_dip)),
-           True: (h_abs_t[True], np.ascontiguousarray(hg.T), np.ascontiguousarray(tan_dip.T))}
     for k, b in enumerate(bearings):
-        results = []
-        for (ogrid, oz, ozt, foot, lag_m, grad), acc in zip(occluders, accs):
-            f = _sweep_frames(grid, r0, c0, ogrid, b)
-            lag_t = max(0.0, lag_m / f["step_len"] - 0.5)
-            if lag_t > _RING - 4:
-                raise ValueError(f"near field of {lag_t:.0f} steps exceeds the sweep's sample ring ({_RING})")
-            tr = f["transpose"]
-            a = ozt if tr else oz
-            h_o, ground_o, td = obs[tr]
-            nwq, nwp = h_o.shape
-            corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
-                       for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
-            i_lo = math.floor(min(corners))
-            i_hi = math.floor(max(corners)) + 1
-            _sweep_kernel(
-                a, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
-                f["step_len"], f["along_per_q"], lag_t, h_o, ground_o, td, grad[tr], f["aq"], f["ap"], f["s"],
-                f["oq"], f["op"], acc, tr, i_lo, i_hi, obs_grid, math.sin(b), math.cos(b), box,
-                float(observer_height_m),
-            )
-            results.append(acc)
+        _sweep(z, zt, grid, terrain_foot, NEAR_RAY_PX * grid.resolution_m, pixels, b, box, observer_height_m, acc)
         ir, ic, fr, fc, s_px = _near_offsets(b, NEAR_RAY_PX)
         _near_kernel(near_z, near_r0, near_c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc,
                      s_px * grid.resolution_m, near_tan)
         if far_field is not None:
+            lattice.raise_to_far_field(sz, szt, swept.grid, far_foot, b, box, observer_height_m, hg, acc)
             fg = far_field.grid
             _far_near_kernel(
                 near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
@@ -804,13 +951,10 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
                 FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, row_stride, far_near_tan,
             )
             np.maximum(near_tan, far_near_tan, out=near_tan)
-        acc_n = results[0]
-        acc_f = results[1] if len(results) > 1 else acc_n
         j = k % len(stage)
-        _store(acc_n, acc_f, near_tan, len(results) > 1, valid, stage[j])
+        _store(acc, near_tan, valid, stage[j])
         if j == len(stage) - 1 or k == len(bearings) - 1:
             _flush(stage, j + 1, out, k - j)
         if progress is not None:
             progress(k + 1, len(bearings))
     return out
-
