@@ -5,10 +5,11 @@ exact ray (as the reference does), everything farther by the sweep lines. A
 coarse far field is first resampled (bilinearly, as the reference reads it) onto
 a ring of fine pixels ``FAR_PAD_PX`` far-field pixels wide around the terrain,
 which the fine sweep searches like terrain; the far field beyond that ring is
-swept on its own grid. Its lines run up to one far-field pixel beside an
-observer, so close by they would sample terrain off the observer's own ray at
-grossly wrong angles; the ring keeps every far-field sample they take at least
-``FAR_PAD_PX`` far-field pixels away. Within ``FAR_RAY_PX`` pixels an exact ray
+swept on a ``FAR_SWEEP_REFINE`` times finer copy of its grid, from a lattice of
+observers at a few heights each (see ``_FarLattice``). Its lines run up to one
+line spacing beside an observer, so close by they would sample terrain off the
+observer's own ray at grossly wrong angles; the ring keeps every far-field sample
+they take at least ``FAR_PAD_PX`` far-field pixels away. Within ``FAR_RAY_PX`` pixels an exact ray
 reads the far field beyond the terrain's pixel centres, as the reference does.
 """
 
@@ -922,7 +923,6 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         # pixel of ring samples of the same smooth far field).
         terrain_foot = np.array(_footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6))  # round-off
         fz = np.ascontiguousarray(far_field.height_m, dtype=np.float32)
-        fzt = np.ascontiguousarray(fz.T)
         # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
         far_foot = np.array(_footprint(grid, 0.0) + [1.0, -1.0, 1.0, -1.0])
         swept = _refined(far_field, FAR_SWEEP_REFINE)
