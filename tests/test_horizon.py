@@ -310,6 +310,31 @@ def test_far_field_sets_the_horizon_of_every_pixel_at_its_own_height():
     assert rms <= 0.05 and p99 <= 0.2 and worst <= 0.5
 
 
+def test_nodata_with_a_far_field():
+    """Holes in the fine DEM, one larger than a far-field lattice node's pixels: no observer
+    there, nothing blocked, the other pixels as the reference, and the same in tiles."""
+    far_grid = Grid.centred((48, 48), 400.0, 0.0, -60e3)
+    far = Terrain(fractal_heights(48, 400.0, 5, 10.0, 2.0), far_grid)
+    fine_grid = Grid.centred((40, 40), RES, 0.0, -60e3)
+    x, y = fine_grid.xy()
+    r, c = far_grid.rowcol(x, y)
+    z = ndimage.map_coordinates(far.height_m.astype(np.float64), [r, c], order=1) + fractal(40, 3, 8.0)
+    z[10:24, 12:26] = np.nan
+    z[30, 5] = np.nan
+    fine = Terrain(z, fine_grid)
+    ref = horizon_map(fine, 16, 2.0, method="raymarch", far_field=far)
+    fast = horizon_map(fine, 16, 2.0, far_field=far)
+    holes = np.isnan(z)
+    assert np.all(np.isnan(fast[holes])) and np.all(np.isfinite(fast[~holes]))
+    rms, p99, _ = accuracy(fast[~holes], ref[~holes])
+    assert rms <= 0.05 and p99 <= 0.2
+    tiles = np.empty_like(fast)
+    for rs in (slice(0, 17), slice(17, 40)):
+        for cs in (slice(0, 13), slice(13, 40)):
+            tiles[rs, cs] = horizon_map(fine, 16, 2.0, rows=rs, cols=cs, far_field=far)
+    assert np.array_equal(fast, tiles, equal_nan=True)
+
+
 def test_progress_and_errors(rough):
     calls = []
     horizon_map(rough, 8, 2.0, rows=slice(0, 4), cols=slice(0, 4), progress=lambda d, n: calls.append((d, n)))

@@ -707,6 +707,10 @@ def _lateral_gradients(z):
     return gr, gc
 
 
+#: An empty (xmin > xmax) footprint rectangle.
+_NO_FOOTPRINT = [1.0, -1.0, 1.0, -1.0]
+
+
 def _footprint(grid, grow_px):
     """(xmin, xmax, ymin, ymax) of the grid's pixel centres, grown by ``grow_px`` pixels."""
     res = grid.resolution_m
@@ -761,7 +765,7 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
 # every observer, so its horizon changes little from one fine pixel to the next, except
 # with the observer's own height: tan(elevation) of one far point is linear in it, with
 # slope -1 / distance. The far field is therefore swept from a lattice of observers
-# ``FAR_OBSERVER_SPACING`` far pixels apart, each at ``FAR_HEIGHT_LEVELS`` ground heights
+# ``FAR_OBSERVER_SPACING`` swept far pixels apart, each at ``FAR_HEIGHT_LEVELS`` ground heights
 # spanning those of the fine pixels around it, and each fine pixel interpolates its value
 # linearly in its own height and bilinearly between the four nodes around it: tens of
 # times fewer observers than pixels. The lattice is anchored on the terrain's pixel
@@ -805,8 +809,8 @@ def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
     """Raise each window pixel's ``out`` (tan elevation) to its far-field value from the
     lattice's ``acc`` (node row, node col, level): linear in its ground height between the
     levels of each of the four nodes around it (level ``(h - lo) * scale``, clamped),
-    bilinear between the nodes. Nodes without levels must hold zeros (weight 0 or not,
-    they are read: the loop has no branch, so it vectorises)."""
+    bilinear between the nodes. Nodes without levels (no terrain around them) must hold
+    zeros: they are read, with weight 0."""
     n_lev = acc.shape[2]
     top = n_lev - 1.0
     k_top = max(n_lev - 2, 0)
@@ -827,6 +831,8 @@ def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
             j = jj[wc]
             j1 = min(j + 1, acc.shape[1] - 1)
             h = ground[wr, wc]
+            if h != h:  # nodata: no observer (and no index to read from)
+                continue
             total = 0.0
             for a, b, w in ((i, j, (1.0 - fi) * (1.0 - fj[wc])), (i, j1, (1.0 - fi) * fj[wc]),
                             (i1, j, fi * (1.0 - fj[wc])), (i1, j1, fi * fj[wc])):
@@ -858,13 +864,12 @@ class _FarLattice:
         n_levels = FAR_HEIGHT_LEVELS if step > 1 else 1  # a node per pixel: its own height
         self.levels = [_observers(grid, 0, 0, lo + (hi - lo) * (k / max(1, n_levels - 1)), observer_height_m,
                                   zero, zero) for k in range(n_levels)]
+        # nodes without terrain around them are no observers: the sweep leaves their zeros
         self.level_acc = [np.zeros(shape) for _ in range(n_levels)]
         self.acc = np.zeros(shape + (n_levels,))
         self.lo = np.nan_to_num(lo)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.scale = np.where(hi > lo, (n_levels - 1) / (hi - lo), 0.0)
-        # nodes without terrain around them are no observers: their zeros stay
-        self.has_ground = np.isfinite(lo)
 
     def raise_to_far_field(self, far_z, far_zt, far_grid, foot, bearing_rad, box, observer_height_m, ground, out):
         """Raise ``out`` (tan elevation of the window's pixels at ground heights ``ground``)
@@ -872,7 +877,7 @@ class _FarLattice:
         for level, acc in zip(self.levels, self.level_acc):
             _sweep(far_z, far_zt, far_grid, foot, 0.0, level, bearing_rad, box, observer_height_m, acc)
         for k, acc in enumerate(self.level_acc):
-            self.acc[..., k] = np.where(self.has_ground, acc, 0.0)
+            self.acc[..., k] = acc
         _far_at_pixels(self.acc, self.lo, self.scale, self.step, self.n0, self.m0, self.r0, self.c0, ground, out)
 
 
@@ -914,7 +919,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
     inv_k_scale = 1.0 / k_scale
     near_tan = np.full(h_abs.shape, -np.inf)
-    terrain_foot = np.array([1.0, -1.0, 1.0, -1.0] * 2)
+    terrain_foot = np.array(_NO_FOOTPRINT * 2)
     acc = np.empty(h_abs.shape)  # every valid observer's value is written by the sweep
     if far_field is not None:
         # Between the terrain's outer pixel centres and the ring's first ones a sample would mix
@@ -924,7 +929,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         terrain_foot = np.array(_footprint(near_grid, 1.0 - 1e-6) + _footprint(near_grid, 1e-6))  # round-off
         fz = np.ascontiguousarray(far_field.height_m, dtype=np.float32)
         # every far sample outside the grown footprint is FAR_PAD_PX far pixels away or more: no lag
-        far_foot = np.array(_footprint(grid, 0.0) + [1.0, -1.0, 1.0, -1.0])
+        far_foot = np.array(_footprint(grid, 0.0) + _NO_FOOTPRINT)
         swept = _refined(far_field, FAR_SWEEP_REFINE)
         sz = np.ascontiguousarray(swept.height_m, dtype=np.float32)
         szt = np.ascontiguousarray(sz.T)
