@@ -73,3 +73,39 @@ def test_branch_free_atan2_and_sin_match_numpy():
     np.testing.assert_allclose(got, np.arctan2(y, x), rtol=0, atol=4e-8)
     angles = np.linspace(-np.pi / 2, np.pi / 2, 2001)
     np.testing.assert_allclose([sin_small(a) for a in angles], np.sin(angles), rtol=0, atol=1e-15)
+
+
+def test_refined_far_field_keeps_its_bilinear_surface():
+    """The far field is swept on a finer copy of its grid: the same surface, sampled closer."""
+    from sitesel.horizon._common import bilinear
+    from sitesel.horizon.sweep import _refined
+    from sitesel.terrain.grid import Grid
+    from sitesel.terrain.model import Terrain
+
+    rng = np.random.default_rng(2)
+    coarse = Terrain(rng.normal(0.0, 300.0, (9, 7)).astype(np.float32), Grid(-1400.0, -59000.0, 400.0, (9, 7)))
+    fine = _refined(coarse, 2)
+    assert fine.shape == (17, 13) and fine.grid.resolution_m == 200.0
+    zc, zf = coarse.height_m.astype(np.float64), fine.height_m.astype(np.float64)
+    np.testing.assert_allclose(zf[::2, ::2], zc, rtol=0, atol=1e-3)  # the original pixel centres are kept
+    x = rng.uniform(coarse.grid.x0_m + 200.0, coarse.grid.x0_m + 2600.0, 200)
+    y = rng.uniform(coarse.grid.y0_m - 3400.0, coarse.grid.y0_m - 200.0, 200)
+    rc, cc = coarse.grid.rowcol(x, y)
+    rf, cf = fine.grid.rowcol(x, y)
+    got = [bilinear(zf, r, c) for r, c in zip(rf, cf)]
+    want = [bilinear(zc, r, c) for r, c in zip(rc, cc)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3)
+    assert _refined(coarse, 1) is coarse
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 1000, 1024])
+def test_spread_stride_visits_every_row_once_and_spreads_runs(n):
+    from sitesel.horizon.sweep import _spread_stride
+
+    stride = _spread_stride(n)
+    rows = (np.arange(n) * stride) % n
+    assert np.array_equal(np.sort(rows), np.arange(n))
+    if n >= 64:
+        # the first half of the sequence (one of two threads) holds about half of any band of rows
+        first = rows[: n // 2]
+        assert abs(np.sum(first < n // 16) - n // 32) <= max(2, n // 128)
