@@ -39,11 +39,15 @@ Two methods share this geometry:
   ``FAR_PAD_PX`` far-field pixels wide around the terrain, which the fine sweep
   searches like terrain (the exact near ray reads the far field itself beyond
   the terrain's pixel centres, as the reference does); the far field outside
-  that ring is swept on its own grid with the same observers. A far-field line
-  runs up to one coarse pixel beside an observer, so at short range it would
-  see terrain off the observer's own ray; the ring keeps it at least
-  ``FAR_PAD_PX`` coarse pixels away. Results do not depend on the observer
-  window (tiles are bit-identical to one whole run).
+  that ring is swept on a twice finer copy of its grid (the same bilinear
+  surface, closer lines). A far-field line runs up to one line spacing beside
+  an observer, so at short range it would see terrain off the observer's own
+  ray; the ring keeps it at least ``FAR_PAD_PX`` coarse pixels away. From that
+  far, a pixel's far-field horizon changes slowly with its position and
+  linearly with its height, so the far field is swept from a lattice of
+  observers a quarter of a coarse pixel apart at four heights each, and each
+  pixel interpolates in position and in its own height. Results do not depend
+  on the observer window (tiles are bit-identical to one whole run).
 
 Large DEMs: call ``horizon_map`` per tile with ``terrain`` = the tile plus a halo
 (the near field, e.g. 10-20 km) and ``far_field`` = a coarse copy of the whole
