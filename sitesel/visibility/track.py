@@ -55,8 +55,10 @@ class _BodySteps:
 
 #: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
 #: The Sun sweeps 360 deg a month; the Earth librates within ~16 deg and its
-#: latitude (the key) moves up to ~0.06 deg/h, so its cells are narrower.
-_CELL_LEVELS = {"sun": ((10.0, 48), (2.0, 8)), "earth": ((2.0, 48), (0.5, 12))}
+#: latitude (the key) moves up to ~0.06 deg/h, so its cells are narrower. Tuned on
+#: candidate pixels of the built-in terrain over 18.6 years (148 -> 138 us per pixel
+#: from (10, 48), (2, 8) and (2, 48), (0.5, 12)); nearby values are within 5%.
+_CELL_LEVELS = {"sun": ((20.0, 48), (2.0, 8)), "earth": ((2.0, 48), (0.5, 6))}
 
 
 @njit(cache=True)
