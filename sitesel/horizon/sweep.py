@@ -9,8 +9,9 @@ swept on a ``FAR_SWEEP_REFINE`` times finer copy of its grid, from a lattice of
 observers at a few heights each (see ``_FarLattice``). Its lines run up to one
 line spacing beside an observer, so close by they would sample terrain off the
 observer's own ray at grossly wrong angles; the ring keeps every far-field sample
-they take at least ``FAR_PAD_PX`` far-field pixels away. Within ``FAR_RAY_PX`` pixels an exact ray
-reads the far field beyond the terrain's pixel centres, as the reference does.
+they take at least ``FAR_PAD_PX`` far-field pixels away. Within ``FAR_RAY_PX``
+pixels an exact ray reads the far field beyond the terrain's pixel centres, as
+the reference does.
 """
 
 from __future__ import annotations
