@@ -9,25 +9,6 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def sin_cos(x):
-    """(sin x, cos x) for x in radians: Taylor series for |x| < 0.6 (the omitted terms are
-    below 1e-18 of the result there), libm beyond. Central angles within a few tens of km
-    (|x| < 0.01) take four terms (omitted: below 1e-20), a third of the cost."""
-    if abs(x) < 0.01:
-        x2 = x * x
-        return (x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0))),
-                1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0)))
-    if abs(x) < 0.6:
-        x2 = x * x
-        s = x * (1.0 - x2 / 6.0 * (1.0 - x2 / 20.0 * (1.0 - x2 / 42.0 * (1.0 - x2 / 72.0 * (
-            1.0 - x2 / 110.0 * (1.0 - x2 / 156.0 * (1.0 - x2 / 210.0)))))))
-        c = 1.0 - x2 / 2.0 * (1.0 - x2 / 12.0 * (1.0 - x2 / 30.0 * (1.0 - x2 / 56.0 * (1.0 - x2 / 90.0 * (
-            1.0 - x2 / 132.0 * (1.0 - x2 / 182.0 * (1.0 - x2 / 240.0)))))))
-        return s, c
-    return math.sin(x), math.cos(x)
-
-
-@njit(cache=True, inline="always")
 def sin_small(x):
     """sin x for |x| <= pi / 2 (radians), by its Taylor series to x^19 (error below 3e-16):
     no branch, so loops over it vectorise."""

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .._fastmath import atan2, sin_cos
+from .._fastmath import atan2, sin_small
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
@@ -131,33 +131,39 @@ def _hull_tangent(hx, hy, n, xo, yo, guess):
     return hi - 1
 
 
-@njit(cache=True, inline="always")
-def _floor_tan(x_m, y_m, sin_b, cos_b, box, ground_m, observer_height_m, tan_dip):
-    """``continuation_tan`` of one observer at map point (x_m, y_m) looking along bearing b.
+def _exit_lines(sin_b, cos_b, box):
+    """Exit along bearing b from the box (left, bottom, right, top), as
+    (bx, inv_sx, big_x, by, inv_cy, big_y): from map point (x, y) the search leaves the box
+    at map distance min((bx - x) inv_sx + big_x, (by - y) inv_cy + big_y) (``big``: inf
+    for a direction with no component across those sides)."""
+    out = []
+    for d, low, high in ((sin_b, box[0], box[2]), (cos_b, box[1], box[3])):
+        if abs(d) > 1e-12:
+            out += [high if d > 0 else low, 1.0 / d, 0.0]
+        else:
+            out += [0.0, 0.0, np.inf]
+    return np.array(out)
 
-    The search leaves the box (left, bottom, right, top) at the map distance
-    found here; divided by the scale factor it is the ground distance.
+
+@njit(cache=True, inline="always")
+def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
+    """``continuation_tan`` of one observer at map point (x_m, y_m) looking along a bearing.
+
+    The search leaves the grids at the map distance given by ``exit_lines`` (see
+    ``_exit_lines``); divided by the scale factor it is the ground distance.
     ``tan_dip`` is the floor at exit distance 0 (the tangent point), which is
-    also the floor for every exit nearer than the tangent point.
+    also the floor for every exit nearer than the tangent point. No branch and no
+    libm call (central angles up to pi / 2), so loops over it vectorise.
     """
-    tx = np.inf
-    if sin_b > 1e-12:
-        tx = (box[2] - x_m) / sin_b
-    elif sin_b < -1e-12:
-        tx = (box[0] - x_m) / sin_b
-    ty = np.inf
-    if cos_b > 1e-12:
-        ty = (box[3] - y_m) / cos_b
-    elif cos_b < -1e-12:
-        ty = (box[1] - y_m) / cos_b
+    tx = (exit_lines[0] - x_m) * exit_lines[1] + exit_lines[2]
+    ty = (exit_lines[3] - y_m) * exit_lines[4] + exit_lines[5]
     theta = max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R
-    # series: libm's sin and cos would make this branch the costliest part of the sweep
-    sin_t, cos_t = sin_cos(theta)
+    sin_t = sin_small(theta)
+    cos_t = math.sqrt(1.0 - sin_t * sin_t)
     r_ground = _R + ground_m
     r_obs = r_ground + observer_height_m
-    if r_obs * cos_t >= r_ground:  # nearer than the tangent point
-        return tan_dip
-    return (r_ground * cos_t - r_obs) / (r_ground * sin_t)
+    beyond = (r_ground * cos_t - r_obs) / (r_ground * sin_t)
+    return tan_dip if r_obs * cos_t >= r_ground else beyond  # nearer than the tangent point: the dip
 
 
 @njit(cache=True, inline="always")
@@ -203,8 +209,7 @@ def _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_limit):
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
 def _sweep_kernel(
     a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, along_per_q, lag_t,
-    h_abs, ground, tan_dip, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
-    obs_grid, sin_b, cos_b, box, observer_height_m,
+    h_abs, floor, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
 ):
     """w0 * tan(horizon elevation on the line below) + w1 * (on the line above) of every window observer.
 
@@ -229,11 +234,7 @@ def _sweep_kernel(
     next. A line on a block's edge is walked by both blocks; what an observer gets does
     not depend on which block, window or tile it is computed in.
 
-    Each line's result is floored by ``continuation_tan`` (bearing b, grids'
-    bounding ``box``). That floor never exceeds its value at exit distance 0,
-    ``tan_dip`` (the bare-sphere dip), so it is only evaluated, from the
-    observer's ``ground`` height and its map position (terrain grid
-    ``obs_grid`` = (x0, y0, resolution)), where the terrain gives less.
+    Each line's result is floored by the observer's ``floor`` (see ``_floors``).
     """
     nq, npp = a.shape
     nwq, nwp = h_abs.shape
@@ -340,7 +341,6 @@ def _sweep_kernel(
                     if not np.isfinite(h_obs):
                         continue
                     total = 0.0
-                    floor_tan = np.nan
                     for line in range(low, low + 2):
                         j = line - i0
                         dq = qo - (line + gp)
@@ -369,18 +369,7 @@ def _sweep_kernel(
                             up = ddx * so + ddy * co
                             if fwd > 0.0:
                                 tv = up / fwd
-                        if not tv >= tan_dip[wq, wp]:
-                            if floor_tan != floor_tan:
-                                if acc_transposed:
-                                    row, col = op + wp, oq + wq
-                                else:
-                                    row, col = oq + wq, op + wp
-                                x_o = obs_grid[0] + (col + 0.5) * obs_grid[2]
-                                y_o = obs_grid[1] - (row + 0.5) * obs_grid[2]
-                                floor_tan = _floor_tan(x_o, y_o, sin_b, cos_b, box, ground[wq, wp],
-                                                       observer_height_m, tan_dip[wq, wp])
-                            tv = max(tv, floor_tan)
-                        total += w * tv
+                        total += w * max(tv, floor[wq, wp])
                     if acc_transposed:
                         acc[wp, wq] = total
                     else:
@@ -745,6 +734,7 @@ class _Observers(NamedTuple):
     r0: int
     c0: int
     arrays: dict
+    floors: dict
 
 
 def _observers(grid, r0, c0, ground_m, observer_height_m, grad_row, grad_col):
@@ -753,7 +743,26 @@ def _observers(grid, r0, c0, ground_m, observer_height_m, grad_row, grad_col):
     layers = (ground_m + observer_height_m, ground_m, tan_dip)
     arrays = {False: tuple(np.ascontiguousarray(v) for v in layers + (grad_row,)),
               True: tuple(np.ascontiguousarray(v.T) for v in layers + (grad_col,))}
-    return _Observers(grid, r0, c0, arrays)
+    return _Observers(grid, r0, c0, arrays, {t: np.empty(arrays[t][0].shape) for t in arrays})
+
+
+@njit(cache=True, parallel=True)
+def _floors(ground, tan_dip, r0, c0, transposed, x0, y0, res, exit_lines, observer_height_m, out):
+    """Each observer's floor looking along a bearing: ``continuation_tan`` at the distance
+    where the search leaves the grids (see ``_floor_tan``). Observer (i, j) of the layout
+    is pixel (r0 + i, c0 + j) of the grid (x0, y0, res), or (r0 + j, c0 + i) if ``transposed``."""
+    ni, nj = ground.shape
+    # map position of observer (i, j): (xi + i dxi + j dxj, yi + i dyi + j dyj)
+    xi, yi = x0 + (c0 + 0.5) * res, y0 - (r0 + 0.5) * res
+    dxi, dxj, dyi, dyj = (res, 0.0, 0.0, -res) if transposed else (0.0, res, -res, 0.0)
+    # scalars, so that the stores to out cannot alias them and the inner loop vectorises
+    lines = (exit_lines[0], exit_lines[1], exit_lines[2], exit_lines[3], exit_lines[4], exit_lines[5])
+    for i in prange(ni):
+        g = ground[i]
+        td = tan_dip[i]
+        o = out[i]
+        for j in range(nj):
+            o[j] = _floor_tan(xi + i * dxi + j * dxj, yi + i * dyi + j * dyj, lines, g[j], observer_height_m, td[j])
 
 
 def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_height_m, acc):
@@ -764,15 +773,17 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
         raise ValueError(f"near field of {lag_t:.0f} steps exceeds the sweep's sample ring ({_RING})")
     tr = f["transpose"]
     h_o, ground_o, td, grad = observers.arrays[tr]
+    floor = observers.floors[tr]
+    g = observers.grid
+    _floors(ground_o, td, observers.r0, observers.c0, tr, g.x0_m, g.y0_m, g.resolution_m,
+            _exit_lines(math.sin(bearing_rad), math.cos(bearing_rad), box), observer_height_m, floor)
     nwq, nwp = h_o.shape
     corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
                for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
-    g = observers.grid
     _sweep_kernel(
         ozt if tr else oz, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
-        f["step_len"], f["along_per_q"], lag_t, h_o, ground_o, td, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
-        acc, tr, math.floor(min(corners)), math.floor(max(corners)) + 1, np.array([g.x0_m, g.y0_m, g.resolution_m]),
-        math.sin(bearing_rad), math.cos(bearing_rad), box, observer_height_m,
+        f["step_len"], f["along_per_q"], lag_t, h_o, floor, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
+        acc, tr, math.floor(min(corners)), math.floor(max(corners)) + 1,
     )
 
 
