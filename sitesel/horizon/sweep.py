@@ -728,7 +728,8 @@ def _footprint(grid, grow_px):
 class _Observers(NamedTuple):
     """The observers of a sweep: window (r0, c0) onward of ``grid``, and per layout
     (False: (row, col); True: transposed) their heights above the sphere, ground heights,
-    bare-sphere floors (``continuation_tan`` at exit 0) and lateral height gradients."""
+    bare-sphere floors (``continuation_tan`` at exit 0) and lateral height gradients, and a
+    buffer for the floors along the bearing being swept (see ``_floors``)."""
 
     grid: Grid
     r0: int
