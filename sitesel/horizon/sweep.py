@@ -836,11 +836,11 @@ def _node_ranges(z, step, n0, m0, lo, hi):
 @njit(cache=True, parallel=True)
 def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
     """Raise each window pixel's ``out`` (tan elevation) to its far-field value from the
-    lattice's ``acc`` (node row, node col, level): linear in its ground height between the
+    lattice's ``acc`` (level, node row, node col): linear in its ground height between the
     levels of each of the four nodes around it (level ``(h - lo) * scale``, clamped),
     bilinear between the nodes. Nodes without levels (no terrain around them) must hold
     zeros: they are read, with weight 0."""
-    n_lev = acc.shape[2]
+    n_lev = acc.shape[0]
     top = n_lev - 1.0
     k_top = max(n_lev - 2, 0)
     nwr, nwc = ground.shape
@@ -855,10 +855,10 @@ def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
         i = u // step
         fi = (u - i * step) / step
         # the last node row or column is read with weight 0 when a pixel sits on it
-        i1 = min(i + 1, acc.shape[0] - 1)
+        i1 = min(i + 1, acc.shape[1] - 1)
         for wc in range(nwc):
             j = jj[wc]
-            j1 = min(j + 1, acc.shape[1] - 1)
+            j1 = min(j + 1, acc.shape[2] - 1)
             h = ground[wr, wc]
             if h != h:  # nodata: no observer (and no index to read from)
                 continue
@@ -867,9 +867,9 @@ def _far_at_pixels(acc, lo, scale, step, n0, m0, r0, c0, ground, out):
                             (i1, j, fi * (1.0 - fj[wc])), (i1, j1, fi * fj[wc])):
                 x = min(max((h - lo[a, b]) * scale[a, b], 0.0), top)
                 k = min(int(x), k_top)
-                value = acc[a, b, k]
+                value = acc[k, a, b]
                 if n_lev > 1:
-                    value += (x - k) * (acc[a, b, k + 1] - value)
+                    value += (x - k) * (acc[k + 1, a, b] - value)
                 total += w * value
             out[wr, wc] = max(out[wr, wc], total)
 
@@ -894,8 +894,7 @@ class _FarLattice:
         self.levels = [_observers(grid, 0, 0, lo + (hi - lo) * (k / max(1, n_levels - 1)), observer_height_m,
                                   zero, zero) for k in range(n_levels)]
         # nodes without terrain around them are no observers: the sweep leaves their zeros
-        self.level_acc = [np.zeros(shape) for _ in range(n_levels)]
-        self.acc = np.zeros(shape + (n_levels,))
+        self.acc = np.zeros((n_levels,) + shape)
         self.lo = np.nan_to_num(lo)
         with np.errstate(divide="ignore", invalid="ignore"):
             self.scale = np.where(hi > lo, (n_levels - 1) / (hi - lo), 0.0)
@@ -903,10 +902,8 @@ class _FarLattice:
     def raise_to_far_field(self, far_z, far_zt, far_grid, foot, bearing_rad, box, observer_height_m, ground, out):
         """Raise ``out`` (tan elevation of the window's pixels at ground heights ``ground``)
         to the far field's horizon along ``bearing_rad``."""
-        for level, acc in zip(self.levels, self.level_acc):
+        for level, acc in zip(self.levels, self.acc):
             _sweep(far_z, far_zt, far_grid, foot, 0.0, level, bearing_rad, box, observer_height_m, acc)
-        for k, acc in enumerate(self.level_acc):
-            self.acc[..., k] = acc
         _far_at_pixels(self.acc, self.lo, self.scale, self.step, self.n0, self.m0, self.r0, self.c0, ground, out)
 
 
