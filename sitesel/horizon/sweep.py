@@ -935,11 +935,11 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
     zt = np.ascontiguousarray(z.T)
     hg = z[r0:r1, c0:c1].astype(np.float64)
-    h_abs = hg + observer_height_m
     # the observers' own lateral slopes, from the terrain alone (not across its edge into the ring)
     grad_row, grad_col = _lateral_gradients(near_z)
     window = (slice(near_r0, near_r0 + (r1 - r0)), slice(near_c0, near_c0 + (c1 - c0)))
     pixels = _observers(grid, r0, c0, hg, observer_height_m, grad_row[window], grad_col[window])
+    h_abs = pixels.arrays[False][0]
     valid = np.isfinite(h_abs)
     xw, yw = grid.xy(slice(r0, r1), slice(c0, c1))
     k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
