@@ -596,7 +596,9 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                 rt = _R + top + wf * (bottom - top)
                 psi = s * (ik0[wc] + 0.5 * dik[wc] * s)
                 theta = psi / _R
-                t2 = theta * theta  # four terms: double precision while theta < 0.1 (cap < 170 km)
+                # four series terms, double precision while theta < 0.1 (cap < 170 km): sin_small's
+                # ten and a square root would cost this kernel a quarter more
+                t2 = theta * theta
                 sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0)))
                 cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0))
                 tn = (rt * cos_t - r_obs[wc]) / (rt * sin_t)
