@@ -29,8 +29,11 @@ from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
-#: least accurate close to the observer.
-NEAR_RAY_PX = 12.0
+#: least accurate close to the observer: it errs by metres on a rough slope, which
+#: is an angle falling with distance. 12 px left 0.01% of the horizon benchmark's
+#: well-defined samples over 0.5 deg off on a 25 deg fractal; 16 px removes them
+#: and lowers the RMS error by 15%.
+NEAR_RAY_PX = 16.0
 
 #: Width of the ring of resampled far field around the terrain, in far-field pixels.
 FAR_PAD_PX = 16
@@ -414,6 +417,10 @@ def _near_kernel(z, r0, c0, h_abs, k_scale, inv_k, ir, ic, fr, fc, s_map, out_ta
     loop runs along a row without branches. Within a few pixels the parabolic
     curvature term is exact to far below the output precision. NaN heights drop
     out because comparisons with NaN are false.
+
+    float32 throughout (``z``, ``h_abs`` above the sphere, the scale factor
+    ``k_scale``, its inverse, ``out_tan``), which vectorises twice as wide: heights
+    within 16 km keep millimetres, and tan(elevation) 6e-8 of itself.
     """
     nr, nc = z.shape
     nwr, nwc = h_abs.shape
@@ -433,12 +440,13 @@ def _near_kernel(z, r0, c0, h_abs, k_scale, inv_k, ir, ic, fr, fc, s_map, out_ta
             r1 = r + 1 if a > 0.0 else r
             lo = max(0, -(c0 + ic[j]))
             hi = min(nwc, nc - (1 if b > 0.0 else 0) - (c0 + ic[j]))
-            w00 = (1.0 - a) * (1.0 - b)
-            w01 = (1.0 - a) * b
-            w10 = a * (1.0 - b)
-            w11 = a * b
-            inv_s = 1.0 / s_map[j]
-            curv = 0.5 * s_map[j] / _R
+            # float32 scalars, or the loop below would be promoted to float64
+            w00 = np.float32((1.0 - a) * (1.0 - b))
+            w01 = np.float32((1.0 - a) * b)
+            w10 = np.float32(a * (1.0 - b))
+            w11 = np.float32(a * b)
+            inv_s = np.float32(1.0 / s_map[j])
+            curv = np.float32(0.5 * s_map[j] / _R)
             cb = 1 if b > 0.0 else 0
             # slices with non-negative loop indices let numba skip negative-index
             # wraparound, so this loop vectorises (about 3x faster)
@@ -945,8 +953,9 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     valid = np.isfinite(h_abs)
     xw, yw = grid.xy(slice(r0, r1), slice(c0, c1))
     k_scale = 1.0 + (xw * xw + yw * yw) / (4.0 * _R * _R)
-    inv_k_scale = 1.0 / k_scale
-    near_tan = np.full(h_abs.shape, -np.inf)
+    # the near ray's inputs and output in float32 (see _near_kernel)
+    near_args = (h_abs.astype(np.float32), k_scale.astype(np.float32), (1.0 / k_scale).astype(np.float32))
+    near_tan = np.full(h_abs.shape, -np.inf, np.float32)
     terrain_foot = np.array(_NO_FOOTPRINT * 2)
     acc = np.empty(h_abs.shape)  # every valid observer's value is written by the sweep
     if far_field is not None:
@@ -974,8 +983,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     for k, b in enumerate(bearings):
         _sweep(z, zt, grid, terrain_foot, NEAR_RAY_PX * grid.resolution_m, pixels, b, box, observer_height_m, acc)
         ir, ic, fr, fc, s_px = _near_offsets(b, NEAR_RAY_PX)
-        _near_kernel(near_z, near_r0, near_c0, h_abs, k_scale, inv_k_scale, ir, ic, fr, fc,
-                     s_px * grid.resolution_m, near_tan)
+        _near_kernel(near_z, near_r0, near_c0, *near_args, ir, ic, fr, fc, s_px * grid.resolution_m, near_tan)
         if far_field is not None:
             lattice.raise_to_far_field(sz, szt, swept.grid, far_foot, b, box, observer_height_m, hg, acc)
             fg = far_field.grid
