@@ -46,7 +46,6 @@ from pathlib import Path
 import numba
 import numpy as np
 import psutil
-from _warm import warm_memory
 
 from sitesel.constants import MOON_RADIUS_M
 from sitesel.horizon import bearings_deg, horizon_map, raymarch_with_distance
@@ -108,10 +107,6 @@ class PeakRSS:
         self.thread.join()
         self.peak = max(self.peak, self.proc.memory_info().rss)
         self.mib = (self.peak - self.base) / 2**20
-
-
-#: Memory written once before the timings (GiB; see _warm.py): the target case's output is 6 GiB.
-WARM_MEMORY_GIB = 8
 
 
 def time_sweep(terrain, k, full, far_field=None):
@@ -250,8 +245,6 @@ def run(full=False, quick=False):
         "throughput": [], "accuracy": [], "threads": [], "far_field": None, "horayzon": None,
     }
     horizon_map(fractal_terrain(64), 4, H_OBS)  # load compiled kernels outside the timings
-    if not quick:
-        out["settings"]["memory_warmed"] = warm_memory(WARM_MEMORY_GIB)
     horizon_map(fractal_terrain(64), 4, H_OBS, method="raymarch", rows=slice(0, 1), cols=slice(0, 1))
 
     for n in sizes:

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _warm import warm_memory
 
 from sitesel import pipeline
 from sitesel.config import validate_config
@@ -30,8 +29,6 @@ from sitesel.surface import slope_roughness
 from sitesel.visibility import BinnedTrack, visibility_fractions, visibility_layers
 
 RESULTS = Path(__file__).parent / "results"
-#: Memory written once before the timings (GiB; see _warm.py): a 2048^2 run peaks near 2.3 GiB.
-WARM_MEMORY_GIB = 4
 
 
 def visibility_cost_ratio(terrain, years: float, n_azimuths: int, tile_px: int = 128) -> dict:
@@ -81,7 +78,6 @@ def main(argv=None):
     out = RESULTS / "pipeline_run"
     pipeline.compute(warm, warm_config, tile_dir=out / "warm", quiet=True)
 
-    warmed = warm_memory(WARM_MEMORY_GIB)
     ratio = visibility_cost_ratio(terrain, args.years, args.azimuths)
     config = validate_config({"time": {"years": args.years, "step_hours": 1.0},
                               "horizon": {"azimuths": args.azimuths}})
@@ -106,7 +102,6 @@ def main(argv=None):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "visibility_span_cost": {k: round(v, 3) for k, v in ratio.items()},
         "scanned_share": round(float(scanned), 4),
-        "memory_warmed": warmed,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
