@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from .._threads import spread_stride
 from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
-from .._threads import spread_stride
 from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
 from .nodes import _bearing_cos_sin, _margin, _pixel_thresholds, _Pixels
 from .track import _CELL_LEVELS, _BodySteps
