@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .._fastmath import atan2, sin_small
+from .._fastmath import atan2
 from .._threads import spread_stride
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
@@ -149,25 +149,41 @@ def _exit_lines(sin_b, cos_b, box):
     return np.array(out)
 
 
-@njit(cache=True, inline="always")
+#: Powers of the sine series in float32 (``_floor_tan``): 1 / (2k (2k + 1)) up to x^11,
+#: within float32's precision up to pi / 2.
+_SIN32 = tuple(np.float32(1.0 / (2 * k * (2 * k + 1))) for k in range(1, 6))
+
+
+# numpy's error model: a division by zero gives inf rather than raising, so loops over
+# this vectorise (and the one quotient that can be 0 / 0, at exit 0, is not selected)
+@njit(cache=True, inline="always", error_model="numpy")
 def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
-    """``continuation_tan`` of one observer at map point (x_m, y_m) looking along a bearing.
+    """``continuation_tan`` of one observer at map point (x_m, y_m) looking along a bearing,
+    in float32.
 
     The search leaves the grids at the map distance given by ``exit_lines`` (see
-    ``_exit_lines``); divided by the scale factor it is the ground distance.
-    ``tan_dip`` is the floor at exit distance 0 (the tangent point), which is
-    also the floor for every exit nearer than the tangent point. No branch and no
-    libm call (central angles up to pi / 2), so loops over it vectorise.
+    ``_exit_lines``); divided by the scale factor it is the ground distance, and over R
+    the central angle theta. ``tan_dip`` is the floor at exit distance 0 (the tangent
+    point), which is also the floor for every exit nearer than the tangent point.
+    Beyond it the floor is (r cos theta - r - h) / (r sin theta) for ground radius r and
+    observer height h, written as -tan(theta / 2) - h / (r sin theta) and
+    1 - cos theta as sin^2 / (1 + cos), which float32 holds to 1e-7 of the value
+    (float64 would need R + h to the millimetre). No branch and no libm call (central
+    angles up to pi / 2), so loops over it vectorise, eight floats wide.
     """
     tx = (exit_lines[0] - x_m) * exit_lines[1] + exit_lines[2]
     ty = (exit_lines[3] - y_m) * exit_lines[4] + exit_lines[5]
-    theta = max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R
-    sin_t = sin_small(theta)
-    cos_t = math.sqrt(1.0 - sin_t * sin_t)
-    r_ground = _R + ground_m
-    r_obs = r_ground + observer_height_m
-    beyond = (r_ground * cos_t - r_obs) / (r_ground * sin_t)
-    return tan_dip if r_obs * cos_t >= r_ground else beyond  # nearer than the tangent point: the dip
+    theta = np.float32(max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R)
+    one = np.float32(1.0)
+    t2 = theta * theta
+    c1, c2, c3, c4, c5 = _SIN32
+    sin_t = theta * (one - t2 * c1 * (one - t2 * c2 * (one - t2 * c3 * (one - t2 * c4 * (one - t2 * c5)))))
+    one_cos = one + np.sqrt(one - sin_t * sin_t)
+    h = np.float32(observer_height_m)
+    r_ground = np.float32(_R) + ground_m
+    beyond = -sin_t / one_cos - h / (r_ground * sin_t)
+    # nearer than the tangent point (r + h) cos theta >= r, i.e. (1 - cos theta) (r + h) <= h: the dip
+    return tan_dip if sin_t * sin_t / one_cos * (r_ground + h) <= h else beyond
 
 
 @njit(cache=True, inline="always")
@@ -729,9 +745,10 @@ def _footprint(grid, grow_px):
 
 class _Observers(NamedTuple):
     """The observers of a sweep: window (r0, c0) onward of ``grid``, and per layout
-    (False: (row, col); True: transposed) their heights above the sphere, ground heights,
-    bare-sphere floors (``continuation_tan`` at exit 0) and lateral height gradients, and a
-    buffer for the floors along the bearing being swept (see ``_floors``)."""
+    (False: (row, col); True: transposed) their heights above the sphere, ground heights
+    (float32), bare-sphere floors (``continuation_tan`` at exit 0, float32) and lateral
+    height gradients, and a float32 buffer for the floors along the bearing being swept
+    (see ``_floors``)."""
 
     grid: Grid
     r0: int
@@ -743,13 +760,14 @@ class _Observers(NamedTuple):
 def _observers(grid, r0, c0, ground_m, observer_height_m, grad_row, grad_col):
     with np.errstate(invalid="ignore"):
         tan_dip = continuation_tan(ground_m, observer_height_m, 0.0)
-    layers = (ground_m + observer_height_m, ground_m, tan_dip)
+    # ground heights and tan_dip only serve the floors, which are float32 (see _floor_tan)
+    layers = (ground_m + observer_height_m, ground_m.astype(np.float32), tan_dip.astype(np.float32))
     arrays = {False: tuple(np.ascontiguousarray(v) for v in layers + (grad_row,)),
               True: tuple(np.ascontiguousarray(v.T) for v in layers + (grad_col,))}
-    return _Observers(grid, r0, c0, arrays, {t: np.empty(arrays[t][0].shape) for t in arrays})
+    return _Observers(grid, r0, c0, arrays, {t: np.empty(arrays[t][0].shape, np.float32) for t in arrays})
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _floors(ground, tan_dip, r0, c0, transposed, x0, y0, res, exit_lines, observer_height_m, out):
     """Each observer's floor looking along a bearing: ``continuation_tan`` at the distance
     where the search leaves the grids (see ``_floor_tan``). Observer (i, j) of the layout
