@@ -102,7 +102,9 @@ def _pixel_thresholds(east, north, up, lon_deg, r_m, horizon_deg, cos_b, sin_b, 
     return _threshold_table(sun_lam, sun_delta, n_bins), _threshold_table(earth_lam, earth_delta, n_bins)
 
 
-@njit(cache=True)
+# numpy's error model: a division by zero gives inf rather than raising (nodes are strictly
+# increasing, so none does), which lets the slope loop vectorise
+@njit(cache=True, error_model="numpy")
 def _threshold_table(lam, delta, n_bins):
     """Periodic piecewise-linear threshold ``delta(lam)`` over [0, 360) deg.
 
@@ -118,17 +120,12 @@ def _threshold_table(lam, delta, n_bins):
     m = n + 2 * pad
     lam_e = np.empty(m)
     delta_e = np.empty(m)
-    for i in range(m):
-        k = i - pad
-        if k < 0:
-            lam_e[i] = lam[k + n] - 360.0
-            delta_e[i] = delta[k + n]
-        elif k >= n:
-            lam_e[i] = lam[k - n] + 360.0
-            delta_e[i] = delta[k - n]
-        else:
-            lam_e[i] = lam[k]
-            delta_e[i] = delta[k]
+    lam_e[:pad] = lam[n - pad:] - 360.0
+    lam_e[pad:pad + n] = lam
+    lam_e[pad + n:] = lam[:pad] + 360.0
+    delta_e[:pad] = delta[n - pad:]
+    delta_e[pad:pad + n] = delta
+    delta_e[pad + n:] = delta[:pad]
     slope_e = np.zeros(m)
     for i in range(m - 1):
         slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
