@@ -522,8 +522,9 @@ def _far_ray_distances(res, cap):
         out.append(out[-1] + step)
 
 
-# reciprocal arithmetic turns the divisions by the pixel sizes into multiplications
-@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
+# reciprocal arithmetic turns the divisions by the pixel sizes into multiplications, and
+# numpy's error model (no zero check on each division) lets the loops over a run vectorise
+@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
 def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, reach, cap, s_map, row_stride,
                      out_tan):
     """Largest tan(elevation) of the far field along each observer's exact ray, up to
@@ -536,8 +537,9 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
     and the ground distance integrated with the scale factor (to second order from the
     observer: over the few km the ray covers the next term is below a decimetre). Every
     ray samples the same map distances ``s_map`` (:func:`_far_ray_distances`), so one
-    sample is taken for a whole row of observers at a time, in a loop without branches
-    that vectorises; a sample counts for the observers whose ray point is off the fine
+    sample is taken for a whole row of observers at a time, in loops without branches
+    over the runs of observers whose ray points share a far-field column (no gather, so
+    they vectorise); a sample counts for the observers whose ray point is off the fine
     grid and within their ``max_dist``.
 
     The rays are all in a band along the edges the look direction faces, often a few
@@ -559,6 +561,8 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
         x_obs = np.empty(nwc)
         ik0 = np.empty(nwc)
         dik = np.empty(nwc)
+        fc_b = np.empty(nwc)
+        k_b = np.empty(nwc, np.int64)
         yo = y0 - (r + 0.5) * res
         row_reach = 0.0
         for wc in range(nwc):
@@ -610,26 +614,44 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
             wf = fr - i0
             z_top = zf[i0]
             z_bottom = zf[i0 + 1]
+            # each observer's far-field column k; over a run of equal k the bilinear weights
+            # need no gather, so the loop over the run vectorises
             for wc in range(lo, hi):
-                x = x_obs[wc] + s * dx
-                cc = (x - x0) / res - 0.5
-                fc = (x - fx0) / fres - 0.5
-                k = min(max(int(fc), 0), nfc - 2)
-                wc_f = fc - k
-                top = z_top[k] + wc_f * (z_top[k + 1] - z_top[k])
-                bottom = z_bottom[k] + wc_f * (z_bottom[k + 1] - z_bottom[k])
-                rt = _R + top + wf * (bottom - top)
-                psi = s * (ik0[wc] + 0.5 * dik[wc] * s)
-                theta = psi / _R
-                # four series terms, double precision while theta < 0.1 (cap < 170 km): sin_small's
-                # ten and a square root would cost this kernel a quarter more
-                t2 = theta * theta
-                sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0)))
-                cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0))
-                tn = (rt * cos_t - r_obs[wc]) / (rt * sin_t)
-                use = (s <= reach_m[wc]) & (row_out | (cc < 0.0) | (cc > nc - 1)) & (fc >= 0.0) & (fc <= nfc - 1)
-                # a NaN height (nodata) loses the comparison
-                best[wc] = tn if use and tn > best[wc] else best[wc]
+                fc = (x_obs[wc] + s * dx - fx0) / fres - 0.5
+                fc_b[wc] = fc
+                k_b[wc] = min(max(int(fc), 0), nfc - 2)
+            a = lo
+            while a < hi:
+                k = k_b[a]
+                b = a + 1
+                while b < hi and k_b[b] == k:
+                    b += 1
+                top0 = z_top[k]
+                d_top = z_top[k + 1] - top0
+                bottom0 = z_bottom[k]
+                d_bottom = z_bottom[k + 1] - bottom0
+                # views from a: loop indices from 0 let numba drop negative-index wraparound
+                xs, fcs, iks, diks = x_obs[a:b], fc_b[a:b], ik0[a:b], dik[a:b]
+                ros, reach_s, bs = r_obs[a:b], reach_m[a:b], best[a:b]
+                for n in range(b - a):
+                    cc = (xs[n] + s * dx - x0) / res - 0.5
+                    fc = fcs[n]
+                    wc_f = fc - k
+                    top = top0 + wc_f * d_top
+                    bottom = bottom0 + wc_f * d_bottom
+                    rt = _R + top + wf * (bottom - top)
+                    psi = s * (iks[n] + 0.5 * diks[n] * s)
+                    theta = psi / _R
+                    # four series terms, double precision while theta < 0.1 (cap < 170 km): sin_small's
+                    # ten and a square root would cost this kernel a quarter more
+                    t2 = theta * theta
+                    sin_t = theta * (1.0 - t2 / 6.0 * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0)))
+                    cos_t = 1.0 - t2 / 2.0 * (1.0 - t2 / 12.0 * (1.0 - t2 / 30.0))
+                    tn = (rt * cos_t - ros[n]) / (rt * sin_t)
+                    use = (s <= reach_s[n]) & (row_out | (cc < 0.0) | (cc > nc - 1)) & (fc >= 0.0) & (fc <= nfc - 1)
+                    # a NaN height (nodata) loses the comparison
+                    bs[n] = tn if use & (tn > bs[n]) else bs[n]
+                a = b
 
 
 @njit(cache=True, parallel=True)
