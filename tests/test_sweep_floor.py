@@ -93,9 +93,9 @@ def test_refined_far_field_keeps_its_bilinear_surface():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 64, 1000, 1024])
 def test_spread_stride_visits_every_row_once_and_spreads_runs(n):
-    from sitesel._threads import spread_stride
+    from sitesel.horizon.sweep import _spread_stride
 
-    stride = spread_stride(n)
+    stride = _spread_stride(n)
     rows = (np.arange(n) * stride) % n
     assert np.array_equal(np.sort(rows), np.arange(n))
     if n >= 64:

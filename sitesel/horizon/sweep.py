@@ -23,7 +23,6 @@ import numpy as np
 from numba import njit, prange
 
 from .._fastmath import atan2
-from .._threads import spread_stride
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
@@ -543,7 +542,7 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
     grid and within their ``max_dist``.
 
     The rays are all in a band along the edges the look direction faces, often a few
-    rows: threads take rows ``i * row_stride mod nwr`` (see :mod:`sitesel._threads`), so that
+    rows: threads take rows ``i * row_stride mod nwr`` (see ``_spread_stride``), so that
     each thread's share of consecutive i spreads over the whole window.
     """
     nwr, nwc = h_abs.shape
@@ -652,6 +651,15 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                     # a NaN height (nodata) loses the comparison
                     bs[n] = tn if use & (tn > bs[n]) else bs[n]
                 a = b
+
+
+def _spread_stride(n):
+    """A stride coprime with n near n / golden ratio: i -> i * stride mod n visits 0..n-1
+    once each, and any run of consecutive i spreads evenly over them."""
+    stride = max(1, round(n * 0.6180339887498949))
+    while math.gcd(stride, n) != 1:
+        stride += 1
+    return stride
 
 
 @njit(cache=True, parallel=True)
@@ -1005,7 +1013,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         lattice = _FarLattice(near_grid, near_z, near_r0, near_c0, r1 - r0, c1 - c0, swept.grid.resolution_m,
                               observer_height_m)
         far_near_tan = np.full(h_abs.shape, -np.inf)
-        row_stride = spread_stride(h_abs.shape[0])
+        row_stride = _spread_stride(h_abs.shape[0])
         far_ray_m = _far_ray_distances(near_grid.resolution_m, FAR_PAD_PX * far_field.grid.resolution_m)
     bearings = np.radians(bearings_deg(n_azimuths))
     out = np.empty((r1 - r0, c1 - c0, len(bearings)), np.float32)

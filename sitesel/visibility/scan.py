@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from .._threads import spread_stride
 from ..constants import SUN_RADIUS_M
 from ..ephemeris import Track
 from ..terrain.model import Terrain
@@ -161,8 +160,7 @@ def _body_counts(table, body, long_gap_steps, until_seen=False):
 
 @njit(cache=True, parallel=True)
 def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_everywhere, eligible, limits,
-                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, s_binned, e_binned, dk, long_night_steps,
-                       stride, out):
+                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, s_binned, e_binned, dk, long_night_steps, out):
     """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit, long
     nights, earth steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
 
@@ -172,15 +170,11 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
     lengths NaN, except that a pixel whose binned sun-lit fraction is below ``limits[3]``
     is scanned for the Sun until it is first lit: one never lit gets its exact Sun layers
     (permanent shadow), one lit at least one step.
-
-    Threads visit pixel ``i * stride % n`` (see :mod:`sitesel._threads`): a scanned
-    ridge costs about six times the crater floor beside it.
     """
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
     n_steps = max(sun[0].shape[0], 1)
-    for i in prange(n_pix):
-        p = (i * stride) % n_pix
+    for p in prange(n_pix):
         for c in range(out.shape[1]):
             out[p, c] = np.nan
         if not valid[p]:
@@ -311,7 +305,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
                            px.horizon_deg[a:b], px.valid[a:b], exact_where is None, eligible[a:b], limits,
                            sun.scan_args, earth.scan_args,
                            sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
-                           s_binned, e_binned, _BINNED_KEY_DEG, long_steps, spread_stride(b - a), out[a:b])
+                           s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
 
