@@ -30,9 +30,10 @@ from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
 #: least accurate close to the observer: it errs by metres on a rough slope, which
-#: is an angle falling with distance. 12 px left 0.01% of the horizon benchmark's
-#: well-defined samples over 0.5 deg off on a 25 deg fractal; 16 px removes them
-#: and lowers the RMS error by 15%.
+#: is an angle falling with distance. At 12 px, 6 of 108 000 well-defined samples
+#: of the horizon benchmark's 25 deg fractal (on another draw of its pixels) were
+#: over 0.5 deg off; 16 px removes them and lowers the RMS error by 15%, for 32
+#: samples per pixel and azimuth instead of 24.
 NEAR_RAY_PX = 16.0
 
 #: Width of the ring of resampled far field around the terrain, in far-field pixels.
