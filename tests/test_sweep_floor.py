@@ -57,7 +57,7 @@ def test_fast_atan_in_degrees_matches_numpy():
 
 
 def test_branch_free_atan2_and_sin_match_numpy():
-    from sitesel._fastmath import atan2, sin_small
+    from sitesel._fastmath import atan2, sin_small, sin_small32
 
     rng = np.random.default_rng(0)
     y = np.concatenate([rng.normal(size=4000) * 10.0 ** rng.uniform(-8, 8, 4000), [0.0, 1.0, -1.0, 0.0, 2.0]])
@@ -66,6 +66,10 @@ def test_branch_free_atan2_and_sin_match_numpy():
     np.testing.assert_allclose(got, np.arctan2(y, x), rtol=0, atol=4e-8)
     angles = np.linspace(-np.pi / 2, np.pi / 2, 2001)
     np.testing.assert_allclose([sin_small(a) for a in angles], np.sin(angles), rtol=0, atol=1e-15)
+    angles32 = angles.astype(np.float32)
+    got32 = [sin_small32(a) for a in angles32]
+    assert all(float(np.float32(v)) == v for v in got32)  # computed in float32, not promoted
+    np.testing.assert_allclose(got32, np.sin(angles32.astype(np.float64)), rtol=0, atol=3e-7)
 
 
 def test_refined_far_field_keeps_its_bilinear_surface():

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .._fastmath import atan2
+from .._fastmath import atan2, sin_small32
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
 from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
@@ -149,11 +149,6 @@ def _exit_lines(sin_b, cos_b, box):
     return np.array(out)
 
 
-#: Powers of the sine series in float32 (``_floor_tan``): 1 / (2k (2k + 1)) up to x^11,
-#: within float32's precision up to pi / 2.
-_SIN32 = tuple(np.float32(1.0 / (2 * k * (2 * k + 1))) for k in range(1, 6))
-
-
 # numpy's error model: a division by zero gives inf rather than raising, so loops over
 # this vectorise (and the one quotient that can be 0 / 0, at exit 0, is not selected)
 @njit(cache=True, inline="always", error_model="numpy")
@@ -175,9 +170,7 @@ def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
     ty = (exit_lines[3] - y_m) * exit_lines[4] + exit_lines[5]
     theta = np.float32(max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R)
     one = np.float32(1.0)
-    t2 = theta * theta
-    c1, c2, c3, c4, c5 = _SIN32
-    sin_t = theta * (one - t2 * c1 * (one - t2 * c2 * (one - t2 * c3 * (one - t2 * c4 * (one - t2 * c5)))))
+    sin_t = sin_small32(theta)
     one_cos = one + np.sqrt(one - sin_t * sin_t)
     h = np.float32(observer_height_m)
     r_ground = np.float32(_R) + ground_m
