@@ -1,4 +1,4 @@
-"""Series and polynomial forms of sine, cosine and arctangent for the numba kernels, where libm
+"""Series and polynomial forms of sine (float64 and float32) and arctangent for the numba kernels, where libm
 calls would dominate, or keep a loop from being vectorised."""
 
 from __future__ import annotations
