@@ -22,16 +22,22 @@ _CELL_EPS_DEG = 1e-9
 
 
 @njit(cache=True)
-def _bin_ranges(lam_e, delta_e, slope_e, used, lo, hi):
-    """Least and largest threshold over each used bin [j w, (j + 1) w] (w = 360 / used.size)."""
+def _bin_ranges(lam_e, delta_e, slope_e, first, used, lo, hi):
+    """Least and largest threshold over each used bin [j w, (j + 1) w] (w = 360 / used.size)
+    of the threshold table (``lam_e``, ``delta_e``, ``slope_e``, ``first``: see ``_threshold_table``)."""
     n_bins = used.size
     w = 360.0 / n_bins
+    per_table_bin = first.size / 360.0
     for j in range(n_bins):
         if not used[j]:
             continue
         x0 = j * w
         x1 = x0 + w
-        i = np.searchsorted(lam_e, x0, side="right") - 1
+        # the last node at or before x0: from the table's bin that holds x0, which starts
+        # at or before it (no search)
+        i = first[min(np.int64(x0 * per_table_bin), first.size - 1)]
+        while lam_e[i + 1] <= x0:
+            i += 1
         v = delta_e[i] + slope_e[i] * (x0 - lam_e[i])
         mn = v
         mx = v
@@ -138,7 +144,7 @@ def _body_counts(table, body, long_gap_steps, until_seen=False):
     a_first_b, used_a, used_b = body[9], body[10], body[11]
     lo_a = np.empty(used_a.size)
     hi_a = np.empty(used_a.size)
-    _bin_ranges(lam_e, delta_e, slope_e, used_a, lo_a, hi_a)
+    _bin_ranges(lam_e, delta_e, slope_e, first, used_a, lo_a, hi_a)
     lo_all = np.inf
     hi_all = -np.inf
     for j in range(used_a.size):
@@ -153,7 +159,7 @@ def _body_counts(table, body, long_gap_steps, until_seen=False):
         return 0, n, 0, 1 if n >= long_gap_steps else 0
     lo_b = np.empty(used_b.size)
     hi_b = np.empty(used_b.size)
-    _bin_ranges(lam_e, delta_e, slope_e, used_b, lo_b, hi_b)
+    _bin_ranges(lam_e, delta_e, slope_e, first, used_b, lo_b, hi_b)
     return _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo_a, hi_a, lo_b, hi_b,
                  long_gap_steps, until_seen)
 
