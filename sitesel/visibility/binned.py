@@ -68,13 +68,16 @@ def _cdf_tables(lam, key, radius, want_disc, lam_width, k0, dk, n_grid):
 
 
 def _binned_tables(steps: _BodySteps, name: str):
-    """``steps`` with its per-longitude-bin cumulative key tables (see :func:`_cdf_tables`)."""
+    """``steps`` with its per-longitude-bin mean longitudes, their threshold-table bins and
+    cumulative key tables (see :func:`_cdf_tables`)."""
     pad = 2.0 * steps.max_radius_deg + 2 * _BINNED_KEY_DEG
     k0 = float(steps.key_deg.min()) - pad
     n_grid = int(np.ceil((float(steps.key_deg.max()) + pad - k0) / _BINNED_KEY_DEG)) + 1
     lam_mean, below, disc = _cdf_tables(steps.lam_deg, steps.key_deg, steps.radius_deg, name == "sun",
                                         _BINNED_LAM_DEG[name], k0, _BINNED_KEY_DEG, n_grid)
-    return steps, lam_mean, k0, below, disc
+    # each bin's threshold-table bin, as _BodySteps gives a step's (no division per pixel)
+    lam_bin = np.minimum((lam_mean * steps.n_bins / 360.0).astype(np.int64), steps.n_bins - 1)
+    return steps, lam_mean, lam_bin, k0, below, disc
 
 
 class BinnedTrack:
@@ -104,13 +107,12 @@ def _table_at(table, b, x):
 
 
 @njit(cache=True)
-def _binned_sum(lam_e, delta_e, slope_e, first, n_bins, lam_mean, k0, dk, below, disc, want_disc):
+def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below, disc, want_disc):
     n_vis = 0.0
     disc_sum = 0.0
     inv_dk = 1.0 / dk
     for b in range(lam_mean.size):
-        lam_b = lam_mean[b]
-        tau = _margin(lam_e, delta_e, slope_e, first, lam_b, min(int(lam_b * n_bins / 360.0), n_bins - 1), 0.0)
+        tau = _margin(lam_e, delta_e, slope_e, first, lam_mean[b], lam_bin[b], 0.0)
         x = (tau - k0) * inv_dk
         n_vis += _table_at(below, b, x)
         if want_disc:
@@ -120,7 +122,7 @@ def _binned_sum(lam_e, delta_e, slope_e, first, n_bins, lam_mean, k0, dk, below,
 
 @njit(cache=True, parallel=True)
 def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_mean, s_dist, e_dist, n_bins,
-                      s_lam, s_k0, s_below, s_disc, e_lam, e_k0, e_below, dk, out):
+                      s_lam, s_bin, s_k0, s_below, s_disc, e_lam, e_bin, e_k0, e_below, dk, out):
     """out columns: sun steps lit, disc sum, earth steps visible (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
@@ -132,8 +134,8 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                    cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
-        n_lit, disc = _binned_sum(*sun_table, n_bins, s_lam, s_k0, dk, s_below, s_disc, True)
-        n_vis = _binned_sum(*earth_table, n_bins, e_lam, e_k0, dk, e_below, e_below, False)[0]
+        n_lit, disc = _binned_sum(*sun_table, s_lam, s_bin, s_k0, dk, s_below, s_disc, True)
+        n_vis = _binned_sum(*earth_table, e_lam, e_bin, e_k0, dk, e_below, e_below, False)[0]
         out[p, 0] = n_lit
         out[p, 1] = disc
         out[p, 2] = n_vis
@@ -162,12 +164,12 @@ def visibility_fractions(terrain: Terrain, horizon_deg: np.ndarray, track, obser
     px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
     if binned is None or binned.n_azimuths != px.n_az:
         binned = BinnedTrack(track, px.n_az)
-    sun, s_lam, s_k0, s_below, s_disc = binned.bodies["sun"]
-    earth, e_lam, e_k0, e_below, _ = binned.bodies["earth"]
+    sun, s_lam, s_bin, s_k0, s_below, s_disc = binned.bodies["sun"]
+    earth, e_lam, e_bin, e_k0, e_below, _ = binned.bodies["earth"]
     out = np.empty((px.horizon_deg.shape[0], 3))
     _fractions_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid, sun.mean_radius_deg,
-                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, s_lam, s_k0, s_below, s_disc,
-                      e_lam, e_k0, e_below, _BINNED_KEY_DEG, out)
+                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, s_lam, s_bin, s_k0, s_below,
+                      s_disc, e_lam, e_bin, e_k0, e_below, _BINNED_KEY_DEG, out)
     n_steps = max(binned.n_steps, 1)
     layers = {"sun_lit_fraction": out[:, 0] / n_steps, "sun_disc_fraction": out[:, 1] / n_steps,
               "earth_visible_fraction": out[:, 2] / n_steps}

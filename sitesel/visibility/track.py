@@ -21,6 +21,7 @@ class _BodySteps:
         distance_m = np.linalg.norm(position_m, axis=1)
         unit = position_m / distance_m[:, None]
         self.lam_deg = np.degrees(np.arctan2(unit[:, 1], unit[:, 0])) % 360.0
+        self.n_bins = int(n_bins)
         self.bin = np.minimum((self.lam_deg * (n_bins / 360.0)).astype(np.int64), n_bins - 1)
         delta_deg = np.degrees(np.arcsin(np.clip(unit[:, 2], -1.0, 1.0)))
         self.radius_deg = np.degrees(np.arcsin(body_radius_m / distance_m))
