@@ -202,6 +202,8 @@ def write_layer(path, array, grid: Grid, *, units: str, description: str, nodata
         # floating-point predictor for float32, horizontal differencing for uint8
         "predictor": 3 if array.dtype == np.float32 else 2,
         "BIGTIFF": "IF_SAFER",
+        # tiles are compressed in parallel and written in order: the same bytes
+        "NUM_THREADS": "ALL_CPUS",
     }
     if max(rows, cols) > 512:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
