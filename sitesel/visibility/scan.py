@@ -33,9 +33,11 @@ def _bin_ranges(lam_e, delta_e, slope_e, first, used, lo, hi):
             continue
         x0 = j * w
         x1 = x0 + w
-        # the last node at or before x0: from the table's bin that holds x0, which starts
-        # at or before it (no search)
+        # the last node at or before x0, from the table's bin that holds x0 (no search; the
+        # step back only ever runs if rounding put x0 in the next bin)
         i = first[min(np.int64(x0 * per_table_bin), first.size - 1)]
+        while i > 0 and lam_e[i] > x0:
+            i -= 1
         while lam_e[i + 1] <= x0:
             i += 1
         v = delta_e[i] + slope_e[i] * (x0 - lam_e[i])
