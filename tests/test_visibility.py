@@ -102,6 +102,23 @@ def terrain_at(lat_deg, lon_deg, n, resolution_m=400.0, seed=0):
     return Terrain(heights, grid)
 
 
+def test_nan_or_inf_in_a_horizon_gives_nan_layers(track):
+    """A pixel whose horizon has a NaN (or inf) at any azimuth has no layers; its neighbours are unaffected."""
+    terrain = terrain_at(-89.5, 0.0, 5)
+    horizon = rugged_horizon(terrain.shape, seed=3)
+    clean = visibility_layers(terrain, horizon, track, 2.0)
+    horizon[1, 2, 17] = np.nan
+    horizon[3, 0, K - 1] = np.inf
+    for got in (visibility_layers(terrain, horizon, track, 2.0),
+                visibility_fractions(terrain, horizon, BinnedTrack(track, K), 2.0)):
+        for name, value in got.items():
+            assert np.isnan(value[1, 2]) and np.isnan(value[3, 0]), name
+            keep = np.ones(terrain.shape, bool)
+            keep[1, 2] = keep[3, 0] = False
+            if name in clean and name != "visibility_exact":
+                assert np.isfinite(value[keep]).all(), name
+
+
 # ---------------------------------------------------------------- layers vs reference
 @pytest.mark.parametrize("lat, n", [(-89.9, 24), (-85.0, 10), (-80.5, 10)])
 def test_layers_match_reference(track, lat, n):

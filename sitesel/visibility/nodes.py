@@ -169,6 +169,7 @@ class _Pixels:
         self.east, self.north, self.up = (np.ascontiguousarray(v.reshape(-1, 3)) for v in local_frame(lat, lon))
         self.height_m = sub.height_m.astype(np.float64).ravel()
         self.horizon_deg = np.ascontiguousarray(horizon_deg.reshape(-1, self.n_az), dtype=np.float32)
-        self.valid = np.isfinite(self.height_m) & np.isfinite(self.horizon_deg).all(axis=1)
+        # a NaN (or inf) anywhere makes the row's sum non-finite: no horizon-sized temporary
+        self.valid = np.isfinite(self.height_m) & np.isfinite(self.horizon_deg.sum(axis=1, dtype=np.float64))
         self.r_m = np.where(self.valid, MOON_RADIUS_M + self.height_m + float(observer_height_m), MOON_RADIUS_M)
         self.lon_deg = np.ascontiguousarray(lon.ravel(), dtype=np.float64)
