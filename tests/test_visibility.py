@@ -321,3 +321,39 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
                 assert got["earth_visible_fraction"][i, j] == pytest.approx(visible.mean(), abs=1e-6)
                 assert got["longest_blackout_h"][i, j] == max(runs(~visible), default=0) * 3.0
     assert got["sun_lit_fraction"][0, 0] == 0.0 and got["sun_lit_fraction"][0, 1] == 1.0
+
+
+@pytest.mark.parametrize("n_az, n_range_bins", [(360, 18), (360, 180), (100, 7), (7, 50), (90, 360)])
+def test_bin_ranges_match_brute_force(n_az, n_range_bins):
+    """A threshold's least and largest value over each bin, found from the table's own bins,
+    equal the extremes of the piecewise-linear curve at the bin's edges and inner nodes,
+    also where the table's bins and the range bins do not share edges exactly."""
+    from sitesel.visibility import nodes, scan
+
+    rng = np.random.default_rng(n_az + n_range_bins)
+    lam = np.sort(rng.uniform(0.0, 360.0, n_az))
+    lam[0] = 0.0  # a node exactly on a bin edge
+    lam = np.unique(lam)
+    delta = rng.normal(0.0, 2.0, lam.size)
+    table = nodes._threshold_table(lam, delta, 2 * n_az)
+    lam_e, delta_e, slope_e, _ = table
+    used = np.ones(n_range_bins, dtype=np.bool_)
+    used[1] = False  # unused bins are left alone
+    lo = np.full(n_range_bins, -99.0)
+    hi = np.full(n_range_bins, -99.0)
+    scan._bin_ranges(*table, used, lo, hi)
+
+    def curve(x):
+        i = np.searchsorted(lam_e, x, side="right") - 1
+        return delta_e[i] + slope_e[i] * (x - lam_e[i])
+
+    width = 360.0 / n_range_bins
+    for j in range(n_range_bins):
+        if not used[j]:
+            assert lo[j] == hi[j] == -99.0
+            continue
+        x0, x1 = j * width, j * width + width
+        inner = delta_e[(lam_e > x0) & (lam_e < x1)]
+        values = np.concatenate([[curve(x0), curve(x1)], inner])
+        assert lo[j] == pytest.approx(values.min(), abs=1e-12), j
+        assert hi[j] == pytest.approx(values.max(), abs=1e-12), j
