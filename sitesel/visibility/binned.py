@@ -107,14 +107,17 @@ def _table_at(table, b, x):
 
 
 @njit(cache=True)
-def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below, disc, want_disc):
+def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below, disc, want_count, want_disc):
+    """(steps visible, sum of the visible disc fraction) of one threshold table over the binned
+    track; each is 0 unless wanted."""
     n_vis = 0.0
     disc_sum = 0.0
     inv_dk = 1.0 / dk
     for b in range(lam_mean.size):
         tau = _margin(lam_e, delta_e, slope_e, first, lam_mean[b], lam_bin[b], 0.0)
         x = (tau - k0) * inv_dk
-        n_vis += _table_at(below, b, x)
+        if want_count:
+            n_vis += _table_at(below, b, x)
         if want_disc:
             disc_sum += _table_at(disc, b, x)
     return n_vis, disc_sum
@@ -134,8 +137,8 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                    cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
-        n_lit, disc = _binned_sum(*sun_table, s_lam, s_bin, s_k0, dk, s_below, s_disc, True)
-        n_vis = _binned_sum(*earth_table, e_lam, e_bin, e_k0, dk, e_below, e_below, False)[0]
+        n_lit, disc = _binned_sum(*sun_table, s_lam, s_bin, s_k0, dk, s_below, s_disc, True, True)
+        n_vis = _binned_sum(*earth_table, e_lam, e_bin, e_k0, dk, e_below, e_below, True, False)[0]
         out[p, 0] = n_lit
         out[p, 1] = disc
         out[p, 2] = n_vis

@@ -189,17 +189,20 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                    cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
+        # the binned lit count only decides what to scan: not needed when every pixel is scanned
         n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3], s_binned[4],
-                                  True)
+                                  not exact_everywhere, True)
         out[p, 1] = disc
         scan = exact_everywhere
         if not scan:
-            n_seen = _binned_sum(*earth_table, e_binned[0], e_binned[1], e_binned[2], dk, e_binned[3],
-                                 e_binned[3], False)[0]
-            scan = (eligible[p] and n_lit >= limits[0] * n_steps and disc >= limits[1] * n_steps
-                    and n_seen >= limits[2] * n_steps)
+            scan = eligible[p] and n_lit >= limits[0] * n_steps and disc >= limits[1] * n_steps
+            # the Earth's binned count: for a pixel left binned, or to test a limit on it
+            if not scan or limits[2] > 0.0:
+                n_seen = _binned_sum(*earth_table, e_binned[0], e_binned[1], e_binned[2], dk, e_binned[3],
+                                     e_binned[3], True, False)[0]
+                scan = scan and n_seen >= limits[2] * n_steps
+                out[p, 5] = n_seen
             out[p, 0] = n_lit
-            out[p, 5] = n_seen
             if not scan and n_lit < limits[3] * n_steps:
                 # possible permanent shadow: exact whether it is ever lit
                 lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, True)
