@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import rasterio
 from rasterio.crs import CRS
-from rasterio.transform import from_origin
+from rasterio.transform import Affine
 
 from sitesel.cli import main
 from sitesel.terrain.io import write_terrain
@@ -128,7 +128,7 @@ def test_dates_outside_ephemeris(small_dem, capsys):
 def test_wrong_crs(tmp_path, capsys):
     path = tmp_path / "earth.tif"
     with rasterio.open(path, "w", driver="GTiff", height=8, width=8, count=1, dtype="float32",
-                       crs=CRS.from_epsg(4326), transform=from_origin(0, 10, 1, 1)) as ds:
+                       crs=CRS.from_epsg(4326), transform=Affine(1.0, 0.0, 0.0, 0.0, -1.0, 10.0)) as ds:
         ds.write(np.zeros((1, 8, 8), dtype=np.float32))
     code, _, err = run_cli(["info", path], capsys)
     assert_one_line_error(code, err)
