@@ -75,8 +75,8 @@ def _binned_tables(steps: _BodySteps, name: str):
     n_grid = int(np.ceil((float(steps.key_deg.max()) + pad - k0) / _BINNED_KEY_DEG)) + 1
     lam_mean, below, disc = _cdf_tables(steps.lam_deg, steps.key_deg, steps.radius_deg, name == "sun",
                                         _BINNED_LAM_DEG[name], k0, _BINNED_KEY_DEG, n_grid)
-    # each bin's threshold-table bin, as _BodySteps gives a step's (no division per pixel)
-    lam_bin = np.minimum((lam_mean * steps.n_bins / 360.0).astype(np.int64), steps.n_bins - 1)
+    # each bin's threshold-table bin, as a step's (no division per pixel)
+    lam_bin = steps.bin_of(lam_mean)
     return steps, lam_mean, lam_bin, k0, below, disc
 
 

@@ -22,7 +22,7 @@ class _BodySteps:
         unit = position_m / distance_m[:, None]
         self.lam_deg = np.degrees(np.arctan2(unit[:, 1], unit[:, 0])) % 360.0
         self.n_bins = int(n_bins)
-        self.bin = np.minimum((self.lam_deg * (n_bins / 360.0)).astype(np.int64), n_bins - 1)
+        self.bin = self.bin_of(self.lam_deg)
         delta_deg = np.degrees(np.arcsin(np.clip(unit[:, 2], -1.0, 1.0)))
         self.radius_deg = np.degrees(np.arcsin(body_radius_m / distance_m))
         self.mean_radius_deg = float(self.radius_deg.mean())
@@ -46,6 +46,10 @@ class _BodySteps:
             used = np.zeros(n_bins_level, dtype=np.bool_)
             used[cells[1]] = True
             self.used_bins.append(used)
+
+    def bin_of(self, lam_deg):
+        """Threshold-table bin (of ``n_bins`` over 360 deg) of each longitude ``lam_deg`` in [0, 360)."""
+        return np.minimum((np.asarray(lam_deg) * (self.n_bins / 360.0)).astype(np.int64), self.n_bins - 1)
 
     @property
     def scan_args(self):
