@@ -109,12 +109,12 @@ def test_nan_or_inf_in_a_horizon_gives_nan_layers(track):
     clean = visibility_layers(terrain, horizon, track, 2.0)
     horizon[1, 2, 17] = np.nan
     horizon[3, 0, K - 1] = np.inf
+    keep = np.ones(terrain.shape, bool)
+    keep[1, 2] = keep[3, 0] = False
     for got in (visibility_layers(terrain, horizon, track, 2.0),
                 visibility_fractions(terrain, horizon, BinnedTrack(track, K), 2.0)):
         for name, value in got.items():
             assert np.isnan(value[1, 2]) and np.isnan(value[3, 0]), name
-            keep = np.ones(terrain.shape, bool)
-            keep[1, 2] = keep[3, 0] = False
             if name in clean and name != "visibility_exact":
                 assert np.isfinite(value[keep]).all(), name
 
