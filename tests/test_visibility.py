@@ -300,9 +300,12 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
         curves = [np.empty(K) for _ in range(4)]
         sun = track._BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins)
         earth = track._BodySteps(long_track.earth_m, 0.0, n_bins)
-        nodes._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
-                           np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
-                           np.sin(bearing), sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, *curves)
+        # every node of the whole turn, for both bodies (the kernels take the Earth's near its track only)
+        for offset_deg, distance_m, lam, delta in ((sun.mean_radius_deg, sun.mean_distance_m, *curves[:2]),
+                                                   (0.0, earth.mean_distance_m, *curves[2:])):
+            nodes._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
+                                 np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
+                                 np.sin(bearing), offset_deg, distance_m, 0, lam, delta)
         for body, lam, delta in ((sun, curves[0], curves[1]), (earth, curves[2], curves[3])):
             table = nodes._threshold_table(lam, delta, n_bins)
             margin = np.array([nodes._margin(*table, body.lam_deg[t], body.bin[t], body.key_deg[t])
@@ -357,3 +360,53 @@ def test_bin_ranges_match_brute_force(n_az, n_range_bins):
         values = np.concatenate([[curve(x0), curve(x1)], inner])
         assert lo[j] == pytest.approx(values.min(), abs=1e-12), j
         assert hi[j] == pytest.approx(values.max(), abs=1e-12), j
+
+
+def test_lon_window_is_the_shortest_arc_holding_every_longitude():
+    from sitesel.visibility.track import lon_window
+
+    assert lon_window(np.array([355.0, 359.0, 0.5, 8.0]), 1.0) == pytest.approx((-6.0, 9.0))
+    assert lon_window(np.array([170.0, 190.0, 185.0]), 2.0) == pytest.approx((168.0, 192.0))
+    # w0 is kept within [-180, 180): an arc from 200 to 210 deg is (-160, -150)
+    assert lon_window(np.array([200.0, 210.0]), 0.0) == pytest.approx((-160.0, -150.0))
+    assert lon_window(np.array([0.0, 120.0, 240.0]), 0.0) == (0.0, -1.0)  # no arc under half a turn
+    assert lon_window(np.array([10.0, 20.0]), 90.0) == (0.0, -1.0)
+    assert lon_window(np.array([]), 1.0) == (0.0, -1.0)
+
+
+@pytest.mark.parametrize("lat_deg, lift_deg, n_az", [(-89.9, 0.0, 360), (-85.0, 0.0, 90), (-80.0, 25.0, 360)])
+def test_earth_table_near_its_track_matches_the_whole_turn(track, lat_deg, lift_deg, n_az):
+    """The Earth's threshold table built from the nodes near its track only gives the
+    whole-turn table's margins at every step of the track and its ranges over every bin the
+    cells use, bit for bit; also where a steep skyline far from the pole puts the nodes'
+    longitudes far from their bearings (the span of nodes then widens)."""
+    from sitesel.visibility import nodes, scan
+    from sitesel.visibility.track import _CELL_LEVELS, _BodySteps
+
+    terrain = terrain_at(lat_deg, 40.0, 2)
+    rng = np.random.default_rng(n_az)
+    horizon = (lift_deg + rng.normal(0.0, 2.0, (4, n_az))).astype(np.float32)
+    px = nodes._Pixels(terrain, horizon.reshape(2, 2, n_az), 2.0, None, None)
+    n_bins = 2 * n_az
+    earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
+    assert earth.lon_window[1] > earth.lon_window[0]
+    cos_b, sin_b = nodes._bearing_cos_sin(n_az)
+    for p in range(4):
+        args = (px.east[p], px.north[p], px.up[p], px.lon_deg[p], px.r_m[p], px.horizon_deg[p], cos_b, sin_b,
+                0.26, 1.5e11, earth.mean_distance_m, n_bins)
+        _, near = nodes._pixel_thresholds(*args, earth.lon_window)
+        _, whole = nodes._pixel_thresholds(*args, (0.0, -1.0))
+        assert near[0].size < whole[0].size
+        for table in (near, whole):
+            assert table[0].size >= 2
+        margins = [np.array([nodes._margin(*table, lam, b, key)
+                             for lam, b, key in zip(earth.lam_deg, earth.bin, earth.key_deg)]) for table in (near, whole)]
+        np.testing.assert_array_equal(margins[0], margins[1])
+        for used in earth.used_bins:
+            ranges = []
+            for table in (near, whole):
+                lo, hi = np.full(used.size, np.nan), np.full(used.size, np.nan)
+                scan._bin_ranges(*table, used, lo, hi)
+                ranges.append((lo, hi))
+            np.testing.assert_array_equal(ranges[0][0], ranges[1][0])
+            np.testing.assert_array_equal(ranges[0][1], ranges[1][1])

@@ -25,7 +25,10 @@ bearing seen from the pole) and latitude ``delta``. For a pixel, the set of
 directions that are just on its horizon is a closed curve; we solve it in
 closed form at the K horizon bearings (direction at azimuth ``b_k`` and
 elevation ``H_k - rho_mean`` in the local frame, taken back to the Moon's
-centre at the body's mean distance), giving K nodes ``(lam_k, delta_k)``.
+centre at the body's mean distance), giving K nodes ``(lam_k, delta_k)``. The
+Earth stays within about 8 deg of longitude of the near side's centre, so its
+curve is solved only at the few dozen nodes that span its track (with the
+widest cell either side), which saves a fifth of a pixel's fixed cost.
 Between nodes the curve is interpolated linearly in ``lam``; a step is visible
 when ``key_t < delta(lam_t)``, with ``key_t = delta_t - (rho_t - rho_mean) +
 (R/d_t - R/d_mean)`` absorbing the small changes of the Sun's disc size and of

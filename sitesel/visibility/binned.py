@@ -125,7 +125,7 @@ def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below
 
 @njit(cache=True, parallel=True)
 def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_mean, s_dist, e_dist, n_bins,
-                      s_lam, s_bin, s_k0, s_below, s_disc, e_lam, e_bin, e_k0, e_below, dk, out):
+                      e_window, s_lam, s_bin, s_k0, s_below, s_disc, e_lam, e_bin, e_k0, e_below, dk, out):
     """out columns: sun steps lit, disc sum, earth steps visible (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
@@ -136,7 +136,7 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
             out[p, 2] = np.nan
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
-                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
+                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins, e_window)
         n_lit, disc = _binned_sum(*sun_table, s_lam, s_bin, s_k0, dk, s_below, s_disc, True, True)
         n_vis = _binned_sum(*earth_table, e_lam, e_bin, e_k0, dk, e_below, e_below, True, False)[0]
         out[p, 0] = n_lit
@@ -171,7 +171,7 @@ def visibility_fractions(terrain: Terrain, horizon_deg: np.ndarray, track, obser
     earth, e_lam, e_bin, e_k0, e_below, _ = binned.bodies["earth"]
     out = np.empty((px.horizon_deg.shape[0], 3))
     _fractions_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid, sun.mean_radius_deg,
-                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, s_lam, s_bin, s_k0, s_below,
+                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, earth.lon_window, s_lam, s_bin, s_k0, s_below,
                       s_disc, e_lam, e_bin, e_k0, e_below, _BINNED_KEY_DEG, out)
     n_steps = max(binned.n_steps, 1)
     layers = {"sun_lit_fraction": out[:, 0] / n_steps, "sun_disc_fraction": out[:, 1] / n_steps,

@@ -24,46 +24,65 @@ def _bearing_cos_sin(n_az):
 # fused multiply-adds and reciprocals (atan2's quotient) move the nodes by ~1e-13 deg and
 # halve the cost of this loop, the largest part of the per-pixel cost of the fractions
 @njit(cache=True, fastmath={"contract", "arcp", "nsz"})
-def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b,
-                   sun_offset_deg, sun_distance_m, earth_distance_m, sun_lam, sun_delta, earth_lam, earth_delta):
-    """Horizon curves of one pixel as Moon-fixed (longitude, latitude) nodes, degrees.
-
-    Node k is where the body's centre is, seen from the Moon's centre at its
-    mean distance, when it sits at the horizon bearing ``b_k`` and elevation
-    ``horizon_k - offset`` seen from ``r_m * up`` (offset: the Sun's mean
-    semi-diameter; 0 for the Earth). Longitudes are unwrapped around ``b_k``
-    (the bearing seen from the pole); latitudes are the thresholds. The loop
-    has no branch and no libm call (within 3e-6 deg of them), so it vectorises.
-    """
+def _node_run(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, offset_deg, distance_m, ka, kb, lam,
+              delta):
+    """Nodes ``ka`` .. ``kb - 1`` (0 <= ka <= kb <= K) of :func:`_horizon_nodes`, into
+    ``lam[:kb - ka]`` and ``delta``. The loop has no branch and no libm call (within 3e-6
+    deg of them), so it vectorises."""
     n = horizon_deg.size
     to_rad = np.pi / 180.0
-    cos_off = np.cos(sun_offset_deg * to_rad)
-    sin_off = np.sin(sun_offset_deg * to_rad)
+    cos_off = np.cos(offset_deg * to_rad)
+    sin_off = np.sin(offset_deg * to_rad)
     e0, e1, e2 = east[0], east[1], east[2]
     n0, n1, n2 = north[0], north[1], north[2]
     u0, u1, u2 = up[0], up[1], up[2]
     spacing_deg = 360.0 / n
-    inv_earth = 1.0 / earth_distance_m
-    inv_sun = 1.0 / sun_distance_m
-    for k in range(n):
+    inv_d = 1.0 / distance_m
+    cb = cos_b[ka:kb]
+    sb = sin_b[ka:kb]
+    hd = horizon_deg[ka:kb]
+    for i in range(kb - ka):
         # Local azimuth b_k - lon by angle subtraction (no trig per node).
-        sa = sin_b[k] * cos_lon - cos_b[k] * sin_lon
-        ca = cos_b[k] * cos_lon + sin_b[k] * sin_lon
+        sa = sb[i] * cos_lon - cb[i] * sin_lon
+        ca = cb[i] * cos_lon + sb[i] * sin_lon
         hx = sa * e0 + ca * n0
         hy = sa * e1 + ca * n1
         hz = sa * e2 + ca * n2
-        se = sin_small(horizon_deg[k] * to_rad)
+        se = sin_small(hd[i] * to_rad)
         ce = np.sqrt(1.0 - se * se)
-        earth_lam[k], earth_delta[k] = _node(hx, hy, hz, u0, u1, u2, r_m, ce, se, earth_distance_m, inv_earth,
-                                             cos_b[k], sin_b[k], k * spacing_deg)
-        sun_lam[k], sun_delta[k] = _node(hx, hy, hz, u0, u1, u2, r_m, ce * cos_off + se * sin_off,
-                                         se * cos_off - ce * sin_off, sun_distance_m, inv_sun, cos_b[k], sin_b[k],
-                                         k * spacing_deg)
-    for k in range(1, n):  # guard against a non-monotone curve (skyline steeper than ~1/colatitude)
-        if earth_lam[k] <= earth_lam[k - 1]:
-            earth_lam[k] = earth_lam[k - 1] + 1e-9
-        if sun_lam[k] <= sun_lam[k - 1]:
-            sun_lam[k] = sun_lam[k - 1] + 1e-9
+        lam[i], delta[i] = _node(hx, hy, hz, u0, u1, u2, r_m, ce * cos_off + se * sin_off, se * cos_off - ce * sin_off,
+                                 distance_m, inv_d, cb[i], sb[i], (ka + i) * spacing_deg)
+
+
+@njit(cache=True)
+def _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, offset_deg, distance_m, k0,
+                   lam, delta):
+    """One body's horizon curve of one pixel as Moon-fixed (longitude, latitude) nodes, degrees.
+
+    Node k is where the body's centre is, seen from the Moon's centre at ``distance_m``,
+    when it sits at the horizon bearing ``b_k`` and elevation ``horizon_k - offset`` seen
+    from ``r_m * up`` (offset: the Sun's mean semi-diameter; 0 for the Earth). Nodes
+    ``k0 .. k0 + lam.size - 1``, their indices taken modulo K (``k0`` may be negative),
+    go into ``lam`` and ``delta``: longitudes near the bearing ``(k mod K) * 360 / K`` (as
+    seen from the pole; the table builders unwrap them), latitudes the thresholds.
+    """
+    n_az = horizon_deg.size
+    done = 0
+    while done < lam.size:
+        ka = (k0 + done) % n_az  # Python's modulo: never negative
+        kb = min(n_az, ka + lam.size - done)
+        _node_run(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, offset_deg, distance_m, ka, kb,
+                  lam[done:], delta[done:])
+        done += kb - ka
+
+
+@njit(cache=True, inline="always")
+def _make_increasing(lam):
+    """Guard against a non-monotone curve (skyline steeper than ~1/colatitude): nudge each
+    longitude above the one before it."""
+    for k in range(1, lam.size):
+        if lam[k] <= lam[k - 1]:
+            lam[k] = lam[k - 1] + 1e-9
 
 
 @njit(cache=True, inline="always")
@@ -90,18 +109,43 @@ def _node(hx, hy, hz, u0, u1, u2, r_m, ce, se, distance_m, inv_d, cos_b, sin_b, 
 
 @njit(cache=True, inline="always")
 def _pixel_thresholds(east, north, up, lon_deg, r_m, horizon_deg, cos_b, sin_b, sun_offset_deg, sun_distance_m,
-                      earth_distance_m, n_bins):
+                      earth_distance_m, n_bins, earth_window):
     """One pixel's Sun and Earth threshold tables (:func:`_threshold_table` of its
-    :func:`_horizon_nodes`)."""
+    :func:`_horizon_nodes`). The Earth's covers only the longitudes ``earth_window``
+    (w0, w1) (see ``_BodySteps.lon_window``; all if w1 < w0), which is all that its
+    steps ever look up: it stays within about 8 deg of the near side's centre, so a few
+    dozen of the K nodes serve it."""
     n_az = horizon_deg.size
+    cos_lon = np.cos(np.radians(lon_deg))
+    sin_lon = np.sin(np.radians(lon_deg))
     sun_lam = np.empty(n_az)
     sun_delta = np.empty(n_az)
-    earth_lam = np.empty(n_az)
-    earth_delta = np.empty(n_az)
-    _horizon_nodes(east, north, up, np.cos(np.radians(lon_deg)), np.sin(np.radians(lon_deg)), r_m, horizon_deg,
-                   cos_b, sin_b, sun_offset_deg, sun_distance_m, earth_distance_m, sun_lam, sun_delta, earth_lam,
-                   earth_delta)
-    return _threshold_table(sun_lam, sun_delta, n_bins), _threshold_table(earth_lam, earth_delta, n_bins)
+    _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, sun_offset_deg, sun_distance_m,
+                   0, sun_lam, sun_delta)
+    sun_table = _threshold_table(sun_lam, sun_delta, n_bins)
+    w0, w1 = earth_window
+    spacing_deg = 360.0 / n_az
+    # a node's longitude differs from its bearing by up to ~tan(elevation) sin(colatitude)
+    # radians: widen the nodes' span until it covers the window
+    reach_deg = 4.0 + 2.0 * spacing_deg
+    while w1 >= w0:
+        k0 = int(np.floor((w0 - reach_deg) / spacing_deg))
+        n = int(np.ceil((w1 + reach_deg) / spacing_deg)) - k0 + 1
+        if n >= n_az:
+            break
+        lam = np.empty(n)
+        delta = np.empty(n)
+        _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, 0.0, earth_distance_m, k0,
+                       lam, delta)
+        table = _window_table(lam, delta, k0, n_az, n_bins)
+        if table[0][0] <= w0 and table[0][n - 1] > w1:
+            return sun_table, table
+        reach_deg *= 2.0
+    lam = np.empty(n_az)
+    delta = np.empty(n_az)
+    _horizon_nodes(east, north, up, cos_lon, sin_lon, r_m, horizon_deg, cos_b, sin_b, 0.0, earth_distance_m, 0,
+                   lam, delta)
+    return sun_table, _threshold_table(lam, delta, n_bins)
 
 
 # numpy's error model: a division by zero gives inf rather than raising (nodes are strictly
@@ -110,11 +154,12 @@ def _pixel_thresholds(east, north, up, lon_deg, r_m, horizon_deg, cos_b, sin_b, 
 def _threshold_table(lam, delta, n_bins):
     """Periodic piecewise-linear threshold ``delta(lam)`` over [0, 360) deg.
 
-    Returns node longitudes, values and slopes, padded with nodes of the
-    neighbouring turns so that the first node is at or below 0 and the last
-    above 360; and for each of ``n_bins`` regular bins the last node at or
+    Returns node longitudes (``lam``, made increasing in place), values and slopes,
+    padded with nodes of the neighbouring turns so that the first node is at or below 0
+    and the last above 360; and for each of ``n_bins`` regular bins the last node at or
     before the bin's start.
     """
+    _make_increasing(lam)
     n = lam.size
     pad = 4
     if lam[n - pad] - 360.0 > 0.0 or lam[pad - 1] + 360.0 <= 360.0:
@@ -138,6 +183,46 @@ def _threshold_table(lam, delta, n_bins):
         while lam_e[i + 1] <= edge:
             i += 1
         first[j] = i
+    return lam_e, delta_e, slope_e, first
+
+
+@njit(cache=True, error_model="numpy")
+def _window_table(lam, delta, k0, n_az, n_bins):
+    """:func:`_threshold_table` of the nodes ``k0 .. k0 + lam.size - 1`` (indices modulo
+    ``n_az``: see :func:`_horizon_nodes`) spanning less than a turn, valid only at
+    longitudes (mod 360) between the first node and the last.
+
+    The nodes are laid out twice, unwrapped and one turn up, so that both ends of a
+    window across 0 deg are found. Each node's longitude is shifted by whole turns from
+    its own, as in the whole-turn table (whose values it thus repeats bit for bit). Only
+    the bins whose start lies within either copy get their ``first`` node (the others,
+    never looked up, 0).
+    """
+    n = lam.size
+    lam_e = np.empty(2 * n)
+    delta_e = np.empty(2 * n)
+    for i in range(n):
+        turn = (k0 + i) // n_az
+        lam_e[i] = lam[i] + 360.0 * turn if turn != 0 else lam[i]
+        lam_e[n + i] = lam[i] + 360.0 * (turn + 1) if turn != -1 else lam[i]
+        delta_e[i] = delta[i]
+        delta_e[n + i] = delta[i]
+    _make_increasing(lam_e[:n])
+    _make_increasing(lam_e[n:])
+    slope_e = np.zeros(2 * n)
+    for i in range(2 * n - 1):
+        slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
+    first = np.zeros(n_bins, dtype=np.int64)
+    per_bin = n_bins / 360.0
+    for copy in range(2):
+        i = copy * n
+        # bins starting at or beyond the copy's first node and before its last
+        j_end = min(n_bins, int(np.ceil(lam_e[i + n - 1] * per_bin)))
+        for j in range(max(0, int(np.ceil(lam_e[i] * per_bin))), j_end):
+            edge = j * 360.0 / n_bins
+            while lam_e[i + 1] <= edge:
+                i += 1
+            first[j] = i
     return lam_e, delta_e, slope_e, first
 
 

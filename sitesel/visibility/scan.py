@@ -168,7 +168,8 @@ def _body_counts(table, body, long_gap_steps, until_seen=False):
 
 @njit(cache=True, parallel=True)
 def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_everywhere, eligible, limits,
-                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, s_binned, e_binned, dk, long_night_steps, out):
+                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, e_window, s_binned, e_binned, dk,
+                       long_night_steps, out):
     """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit, long
     nights, earth steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
 
@@ -188,7 +189,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
         if not valid[p]:
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
-                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins)
+                                                   cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins, e_window)
         # the binned lit count only decides what to scan: not needed when every pixel is scanned
         n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3], s_binned[4],
                                   not exact_everywhere, True)
@@ -317,7 +318,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
                            px.horizon_deg[a:b], px.valid[a:b], exact_where is None, eligible[a:b], limits,
                            sun.scan_args, earth.scan_args,
                            sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
-                           s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out[a:b])
+                           earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out[a:b])
         if progress is not None:
             progress(b - a)
 

@@ -32,6 +32,10 @@ class _BodySteps:
         self.max_radius_deg = float(self.radius_deg.max())
         # the whole track's key range: a pixel whose threshold clears it decides every step at once
         self.key_range_deg = (float(self.key_deg.min()), float(self.key_deg.max())) if len(self.key_deg) else (0.0, 0.0)
+        # every bin a step falls in lies within the window: the widest cell and two table bins, and the
+        # binned fractions' (0.05 deg) bins
+        widest_deg = max((width for width, _ in levels), default=0.0) if levels is not None else 0.0
+        self.lon_window = lon_window(self.lam_deg, widest_deg + 2.0 * 360.0 / self.n_bins + 0.1)
         if levels is None:
             return
         (width_a, cap_a), (width_b, cap_b) = levels
@@ -56,6 +60,23 @@ class _BodySteps:
         """What the exact scan reads of this track, as one tuple for the kernels."""
         # flat: numba's parallel kernels take tuples of arrays, but not tuples of tuples
         return (self.packed, *self.cells[0], *self.cells[1], self.cells[2], *self.used_bins, *self.key_range_deg)
+
+
+def lon_window(lam_deg: np.ndarray, pad_deg: float) -> tuple[float, float]:
+    """The shortest arc (w0, w1) of longitude holding every ``lam_deg``, grown by ``pad_deg``
+    each side, in degrees with -180 <= w0 < w1 (w1 may exceed 360); (0, -1) (none) if it
+    would span half a turn or more."""
+    if len(lam_deg) == 0:
+        return 0.0, -1.0
+    lam = np.sort(np.asarray(lam_deg, dtype=np.float64) % 360.0)
+    gaps = np.diff(np.append(lam, lam[0] + 360.0))
+    i = int(np.argmax(gaps))  # the arc left empty runs from lam[i] to the next one
+    w0 = lam[(i + 1) % lam.size] - pad_deg
+    w1 = lam[i] + (360.0 if i + 1 < lam.size else 0.0) + pad_deg
+    if w1 - w0 >= 180.0:
+        return 0.0, -1.0
+    turns = np.floor((w0 + 180.0) / 360.0)
+    return float(w0 - 360.0 * turns), float(w1 - 360.0 * turns)
 
 
 #: Cell levels of each body's track: (longitude bin width in deg, most steps per cell).
