@@ -217,6 +217,26 @@ def _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_limit):
             ins[j] += 1
 
 
+@njit(cache=True, inline="always")
+def _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
+    """Last step a block of lines ``i0 .. i0 + _LINE_BLOCK`` must walk to (at least ``t_lo``):
+    the step of its last observer. The block finishes the observers between its lines,
+    q - g p in [i0, i0 + _LINE_BLOCK) (two more each side here, against round-off), and
+    slanted lines leave the window's rows [qw_lo, qw_hi] before its last column; the steps
+    beyond would only sample terrain no observer of the block looks across."""
+    p_lo = min(ap_near, ap_far)
+    p_hi = max(ap_near, ap_far)
+    if g != 0.0:
+        # p where the band q - g p in [i0 - 2, i0 + _LINE_BLOCK + 2] meets the window's rows
+        e0 = (qw_lo - (i0 + _LINE_BLOCK + 2.0)) / g
+        e1 = (qw_hi - (i0 - 2.0)) / g
+        p_lo = max(p_lo, min(e0, e1))
+        p_hi = min(p_hi, max(e0, e1))
+    if p_lo > p_hi:
+        return 1 << 62  # no observer: no step to walk
+    return max(t_lo, math.floor(min(sp * p_lo, sp * p_hi)) - 1)
+
+
 # fastmath without nnan / ninf: NaN marks nodata and -inf "no horizon yet". Fused and
 # reciprocal arithmetic moves results by ~1e-6 deg and speeds the kernel up by ~13 %.
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
@@ -262,6 +282,9 @@ def _sweep_kernel(
     # strips i_lo - 1 .. i_hi: one more each side than the window's corners need, so that
     # round-off in an observer's strip cannot leave it outside every block
     n_blocks = (i_hi - i_lo + 2 + _LINE_BLOCK - 1) // _LINE_BLOCK
+    # the window's observer rows span q in [qw_lo, qw_hi]
+    qw_lo = aq + s * oq
+    qw_hi = aq + s * (oq + nwq - 1)
     for blk in prange(n_blocks):
         i0 = i_lo - 1 + blk * _LINE_BLOCK
         t_first = np.empty(n_lines, np.int64)
@@ -269,6 +292,7 @@ def _sweep_kernel(
         for j in range(n_lines):
             t_first[j] = _line_t_start(i0 + j, g, nq, npp, sp, to_hi)
             t_hi = max(t_hi, t_first[j])
+        t_end = _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo)
         length = t_hi - t_lo + 1
         hx = np.empty((n_lines, length))
         hy = np.empty((n_lines, length))
@@ -291,7 +315,7 @@ def _sweep_kernel(
         else:
             wp = 0
             dwp = 1
-        for t in range(t_hi, t_lo - 1, -1):
+        for t in range(t_hi, t_end - 1, -1):
             p = sp * t
             for j in range(n_lines):
                 if t > t_first[j]:
