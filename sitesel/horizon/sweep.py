@@ -957,7 +957,7 @@ class _FarLattice:
         # node (i, j) sits on terrain pixel (step (n0 + i), step (m0 + j)) (possibly beyond its edge)
         grid = Grid(near_grid.x0_m + (step * self.m0 + 0.5 - 0.5 * step) * res,
                     near_grid.y0_m - (step * self.n0 + 0.5 - 0.5 * step) * res, step * res, shape)
-        zero = np.zeros(shape)
+        zero = np.zeros(shape, np.float32)  # float32, as the terrain's gradients: one compiled sweep kernel
         n_levels = FAR_HEIGHT_LEVELS if step > 1 else 1  # a node per pixel: its own height
         self.levels = [_observers(grid, 0, 0, lo + (hi - lo) * (k / max(1, n_levels - 1)), observer_height_m,
                                   zero, zero) for k in range(n_levels)]
