@@ -135,7 +135,7 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
 
 
 @njit(cache=True)
-def _body_counts(table, body, long_gap_steps, until_seen=False):
+def _body_counts(table, body, long_gap_steps, until_seen):
     """The exact scan of one body's track (``_BodySteps.scan_args``) against one pixel's
     threshold curve ``table`` (``_threshold_table``); returns :func:`_scan`'s counts.
     A threshold that clears the whole track's key range decides every step at once."""
@@ -183,6 +183,10 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
     n_steps = max(sun[0].shape[0], 1)
+    # the scan's arguments are values, never literals, so that numba compiles it once, not once
+    # per literal: no gap is longer than the span (the Earth's long gaps are not counted), and
+    # "until first lit" is "not scanning this pixel in full" (not scan)
+    no_long_gap = n_steps + 1
     for p in prange(n_pix):
         for c in range(out.shape[1]):
             out[p, c] = np.nan
@@ -206,15 +210,15 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             out[p, 0] = n_lit
             if not scan and n_lit < limits[3] * n_steps:
                 # possible permanent shadow: exact whether it is ever lit
-                lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, True)
+                lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, not scan)
                 if lit == 0:
                     out[p, 0], out[p, 2], out[p, 3], out[p, 4] = 0.0, dark, lit_run, n_long
                 else:
                     out[p, 0] = max(n_lit, lit)
         out[p, 7] = 1.0 if scan else 0.0
         if scan:
-            out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps)
-            out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, 1 << 62)
+            out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
+            out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, no_long_gap, not scan)
 
 
 #: Pixels per call of ``progress`` in :func:`visibility_layers`.
