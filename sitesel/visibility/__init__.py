@@ -28,7 +28,7 @@ elevation ``H_k - rho_mean`` in the local frame, taken back to the Moon's
 centre at the body's mean distance), giving K nodes ``(lam_k, delta_k)``. The
 Earth stays within about 8 deg of longitude of the near side's centre, so its
 curve is solved only at the few dozen nodes that span its track (with the
-widest cell either side), which saves a fifth of a pixel's fixed cost.
+widest cell either side), which saves about a quarter of a pixel's threshold cost.
 Between nodes the curve is interpolated linearly in ``lam``; a step is visible
 when ``key_t < delta(lam_t)``, with ``key_t = delta_t - (rho_t - rho_mean) +
 (R/d_t - R/d_mean)`` absorbing the small changes of the Sun's disc size and of

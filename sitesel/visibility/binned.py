@@ -171,8 +171,8 @@ def visibility_fractions(terrain: Terrain, horizon_deg: np.ndarray, track, obser
     earth, e_lam, e_bin, e_k0, e_below, _ = binned.bodies["earth"]
     out = np.empty((px.horizon_deg.shape[0], 3))
     _fractions_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid, sun.mean_radius_deg,
-                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, earth.lon_window, s_lam, s_bin, s_k0, s_below,
-                      s_disc, e_lam, e_bin, e_k0, e_below, _BINNED_KEY_DEG, out)
+                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, earth.lon_window, s_lam, s_bin, s_k0,
+                      s_below, s_disc, e_lam, e_bin, e_k0, e_below, _BINNED_KEY_DEG, out)
     n_steps = max(binned.n_steps, 1)
     layers = {"sun_lit_fraction": out[:, 0] / n_steps, "sun_disc_fraction": out[:, 1] / n_steps,
               "earth_visible_fraction": out[:, 2] / n_steps}
