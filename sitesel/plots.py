@@ -315,7 +315,7 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
 
     candidates = _graticule(ax, grid)
     site_texts = _draw_sites(ax, sites or [])
-    fig.canvas.draw()  # fix the layout so label extents are final
+    fig.draw_without_rendering()  # fix the layout so label extents are final (no rasterising)
     fig.set_layout_engine("none")
     renderer = fig.canvas.get_renderer()
     occupied = [t.get_window_extent(renderer).expanded(2.2, 2.2) for t in site_texts]
