@@ -148,6 +148,28 @@ def _pixel_thresholds(east, north, up, lon_deg, r_m, horizon_deg, cos_b, sin_b, 
     return sun_table, _threshold_table(lam, delta, n_bins)
 
 
+@njit(cache=True, inline="always")
+def _slopes(lam_e, delta_e):
+    """Slope of each segment of a table's nodes (0 after the last): the table builders'
+    error model lets this loop vectorise."""
+    slope_e = np.zeros(lam_e.size)
+    for i in range(lam_e.size - 1):
+        slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
+    return slope_e
+
+
+@njit(cache=True, inline="always")
+def _fill_first(lam_e, first, i, j_start, j_end):
+    """``first[j]`` for bins ``j_start .. j_end - 1`` (of ``first.size`` over 360 deg): the last
+    node at or before the bin's start, walking on from node ``i``."""
+    n_bins = first.size
+    for j in range(j_start, j_end):
+        edge = j * 360.0 / n_bins
+        while lam_e[i + 1] <= edge:
+            i += 1
+        first[j] = i
+
+
 # numpy's error model: a division by zero gives inf rather than raising (nodes are strictly
 # increasing, so none does), which lets the slope loop vectorise
 @njit(cache=True, error_model="numpy")
@@ -173,17 +195,9 @@ def _threshold_table(lam, delta, n_bins):
     delta_e[:pad] = delta[n - pad:]
     delta_e[pad:pad + n] = delta
     delta_e[pad + n:] = delta[:pad]
-    slope_e = np.zeros(m)
-    for i in range(m - 1):
-        slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
     first = np.empty(n_bins, dtype=np.int64)
-    i = 0
-    for j in range(n_bins):
-        edge = j * 360.0 / n_bins
-        while lam_e[i + 1] <= edge:
-            i += 1
-        first[j] = i
-    return lam_e, delta_e, slope_e, first
+    _fill_first(lam_e, first, 0, 0, n_bins)
+    return lam_e, delta_e, _slopes(lam_e, delta_e), first
 
 
 @njit(cache=True, error_model="numpy")
@@ -209,21 +223,13 @@ def _window_table(lam, delta, k0, n_az, n_bins):
         delta_e[n + i] = delta[i]
     _make_increasing(lam_e[:n])
     _make_increasing(lam_e[n:])
-    slope_e = np.zeros(2 * n)
-    for i in range(2 * n - 1):
-        slope_e[i] = (delta_e[i + 1] - delta_e[i]) / (lam_e[i + 1] - lam_e[i])
     first = np.zeros(n_bins, dtype=np.int64)
     per_bin = n_bins / 360.0
-    for copy in range(2):
-        i = copy * n
+    for i in (0, n):
         # bins starting at or beyond the copy's first node and before its last
-        j_end = min(n_bins, int(np.ceil(lam_e[i + n - 1] * per_bin)))
-        for j in range(max(0, int(np.ceil(lam_e[i] * per_bin))), j_end):
-            edge = j * 360.0 / n_bins
-            while lam_e[i + 1] <= edge:
-                i += 1
-            first[j] = i
-    return lam_e, delta_e, slope_e, first
+        _fill_first(lam_e, first, i, max(0, int(np.ceil(lam_e[i] * per_bin))),
+                    min(n_bins, int(np.ceil(lam_e[i + n - 1] * per_bin))))
+    return lam_e, delta_e, _slopes(lam_e, delta_e), first
 
 
 @njit(cache=True, inline="always")
