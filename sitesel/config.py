@@ -35,7 +35,7 @@ Example::
 
     [run]
     tile_px = 1024
-    exact_everywhere = false     # true: gap lengths at every pixel even on long runs over large maps
+    exact_everywhere = false     # true: exact gap lengths at every pixel even on long runs over large maps
 """
 
 from __future__ import annotations

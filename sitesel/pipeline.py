@@ -39,7 +39,7 @@ TILE_LAYERS = (
     "n_long_nights",
     "visibility_exact",
 )
-#: Visibility layers that are run lengths over the time steps (NaN where not every step was scanned).
+#: Visibility layers that are run lengths over the time steps (lower bounds where not every step was scanned).
 GAP_LAYERS = ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights")
 #: Nights at least this long are counted in ``n_long_nights`` (3 days: a typical battery sizing case).
 LONG_NIGHT_H = 72.0
@@ -55,8 +55,8 @@ LAYER_INFO = {
     "longest_blackout_h": ("h", "longest span without the Earth above the horizon"),
     "longest_sunlit_h": ("h", "longest span with some of the solar disc always visible"),
     "n_long_nights": ("1", f"number of nights of at least {LONG_NIGHT_H:g} h"),
-    "visibility_exact": ("1", "visibility layers from every time step (1), or binned fractions and no gap "
-                              "lengths but the Sun's at permanent shadow (0)"),
+    "visibility_exact": ("1", "visibility layers from every time step (1), or binned fractions and lower bounds "
+                              "on the gap layers, exact at permanent shadow (0)"),
     "psr": ("1", "permanently shadowed during the period (1) or not (0)"),
     "psr_distance_m": ("m", "distance to the nearest permanently shadowed pixel"),
     "feasible": ("1", "all hard constraints of the profile met (1) or not (0)"),
@@ -240,7 +240,7 @@ def compute(
     constraint_summary = constraint_pass_fractions(layers, profile, region)
     gap_limits = [key for key in profile.constraints if key[4:] in GAP_LAYERS]
     if refine and gap_limits:
-        # gap lengths exist only where every step was scanned: judge their limits there
+        # gap lengths are exact only where every step was scanned (lower bounds elsewhere): judge their limits there
         scanned_only = constraint_pass_fractions(layers, profile, region & (layers["visibility_exact"] == 1))
         for key in gap_limits:
             del constraint_summary[key]
@@ -277,8 +277,9 @@ def compute(
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
         for name in GAP_LAYERS:
-            methods[name] = (f"{exact}{where}not computed (NaN), but for the Sun's at permanent shadow; "
-                             "[run] exact_everywhere = true computes every pixel")
+            methods[name] = (f"{exact}{where}a lower bound from whole cells (runs of steps in which the body's "
+                             "longitude stays in one bin) that the pixel's horizon over the bin decides, exact at "
+                             "permanent shadow; [run] exact_everywhere = true scans every pixel")
     methods["visibility_exact"] = "1 where every time step was scanned"
     methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
                                     "points of the per-step value); per step at the ranked sites in sites.csv")

@@ -326,6 +326,106 @@ def test_cell_scan_counts_every_step_like_a_plain_loop():
     assert got["sun_lit_fraction"][0, 0] == 0.0 and got["sun_lit_fraction"][0, 1] == 1.0
 
 
+def whole_cell_runs(cells, lo, hi, long_steps):
+    """Lower bounds on (longest hidden, longest visible, hidden runs of at least ``long_steps``)
+    from whole cells, by a plain loop: a cell is visible (hidden) throughout when its keys lie
+    below (at or above) the threshold's least (largest) value over its bin, and undecided
+    otherwise; long runs count once per stretch between visible cells."""
+    starts, bins, kmin, kmax = cells
+    state = np.where(kmax < lo[bins] - 1e-9, 1, np.where(kmin >= hi[bins] + 1e-9, 0, -1))
+    longest = {0: 0, 1: 0}
+    run = {0: 0, 1: 0}
+    n_long, long_in_stretch = 0, False
+    for cell_state, n in zip(state, np.diff(starts)):
+        for s in (0, 1):
+            run[s] = run[s] + n if cell_state == s else 0
+            longest[s] = max(longest[s], run[s])
+        if cell_state == 1:
+            n_long += long_in_stretch
+            long_in_stretch = False
+        long_in_stretch = long_in_stretch or run[0] >= long_steps
+    return longest[0], longest[1], n_long + long_in_stretch
+
+
+def test_unscanned_pixels_get_whole_cell_runs_as_lower_bounds():
+    """Pixels left unscanned get as gap layers the runs of whole first-level cells decided
+    by the threshold's range over each cell's bin (found by brute force here), never more
+    than the exact values; a pixel never lit still gets its exact Sun layers."""
+    from sitesel.visibility import ExactWhere, nodes
+    from sitesel.visibility.track import _CELL_LEVELS, _BodySteps
+
+    long_track = body_track("2026-01-01", "2029-01-01", 3.0, use_cache=False)
+    terrain = terrain_at(-89.5, 30.0, 5)
+    horizon = rugged_horizon(terrain.shape, seed=11)
+    horizon[0, 0] = 12.0  # never lit
+    horizon[0, 1] = -3.0  # always lit
+    exact = visibility_layers(terrain, horizon, long_track, 2.0, long_night_h=48.0)
+    got = visibility_layers(terrain, horizon, long_track, 2.0, long_night_h=48.0,
+                            exact_where=ExactWhere(np.zeros(terrain.shape, bool)))
+    assert (got["visibility_exact"] == 0).all()
+    assert got["sun_lit_fraction"][0, 0] == 0.0 and got["longest_night_h"][0, 0] == exact["longest_night_h"][0, 0]
+    for name in ("longest_night_h", "longest_sunlit_h", "n_long_nights", "longest_blackout_h"):
+        assert np.isfinite(got[name]).all(), name
+        assert (got[name] <= exact[name]).all(), name
+    px = nodes._Pixels(terrain, horizon, 2.0, None, None)
+    n_bins = 2 * K
+    bodies = {"sun": _BodySteps(long_track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"]),
+              "earth": _BodySteps(long_track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])}
+    bearing = np.radians(BEARINGS)
+    for p in range(terrain.height_m.size):
+        i, j = divmod(p, terrain.shape[1])
+        for name, body in bodies.items():
+            lam, delta = np.empty(K), np.empty(K)
+            offset_deg = body.mean_radius_deg if name == "sun" else 0.0
+            nodes._horizon_nodes(px.east[p], px.north[p], px.up[p], np.cos(np.radians(px.lon_deg[p])),
+                                 np.sin(np.radians(px.lon_deg[p])), px.r_m[p], px.horizon_deg[p], np.cos(bearing),
+                                 np.sin(bearing), offset_deg, body.mean_distance_m, 0, lam, delta)
+            lam_e, delta_e, slope_e, _ = nodes._threshold_table(lam, delta, n_bins)
+
+            def curve(x):
+                k = np.searchsorted(lam_e, x, side="right") - 1
+                return delta_e[k] + slope_e[k] * (x - lam_e[k])
+
+            width = 360.0 / body.n_bins_a
+            lo, hi = np.zeros(body.n_bins_a), np.zeros(body.n_bins_a)
+            for b in range(body.n_bins_a):
+                x0, x1 = b * width, (b + 1) * width
+                values = np.concatenate([[curve(x0), curve(x1)], delta_e[(lam_e > x0) & (lam_e < x1)]])
+                lo[b], hi[b] = values.min(), values.max()
+            night, lit, n_long = whole_cell_runs(body.cells[0], lo, hi, 48.0 / 3.0)
+            if name == "sun" and (i, j) != (0, 0):
+                assert got["longest_night_h"][i, j] == night * 3.0
+                assert got["longest_sunlit_h"][i, j] == lit * 3.0
+                assert got["n_long_nights"][i, j] == n_long
+            elif name == "earth":
+                assert got["longest_blackout_h"][i, j] == night * 3.0
+
+
+def test_bounds_on_the_bare_sphere_miss_at_most_a_cell_at_each_end():
+    """On a bare sphere at the pole every cell wholly inside a night (or a sunlit or Earth-lit
+    spell) is decided, so the bound misses at most the cell at each end of the span."""
+    from sitesel.visibility import ExactWhere
+    from sitesel.visibility.track import _CELL_LEVELS, _BodySteps
+
+    track = body_track("2026-01-01", "2028-01-01", 6.0, use_cache=False)
+    grid = Grid.centred((3, 3), 20.0)
+    terrain = Terrain(np.zeros(grid.shape, np.float32), grid)
+    dip = -np.degrees(np.arccos(MOON_RADIUS_M / (MOON_RADIUS_M + 2.0)))
+    horizon = np.full(grid.shape + (K,), dip, dtype=np.float32)
+    exact = visibility_layers(terrain, horizon, track, 2.0)
+    got = visibility_layers(terrain, horizon, track, 2.0, exact_where=ExactWhere(np.zeros(grid.shape, bool)))
+    assert (got["visibility_exact"] == 0).all()
+    np.testing.assert_array_equal(got["n_long_nights"], exact["n_long_nights"])
+    for name, position_m, radius_m, level in (("longest_night_h", track.sun_m, SUN_RADIUS_M, "sun"),
+                                               ("longest_sunlit_h", track.sun_m, SUN_RADIUS_M, "sun"),
+                                               ("longest_blackout_h", track.earth_m, 0.0, "earth")):
+        cells = _BodySteps(position_m, radius_m, 2 * K, _CELL_LEVELS[level]).cells[0]
+        longest_cell_h = np.diff(cells[0]).max() * track.step_hours
+        missed = exact[name] - got[name]
+        assert (missed >= 0).all() and (missed <= 2 * longest_cell_h).all(), (name, missed, longest_cell_h)
+        assert (got[name] >= 0.9 * exact[name]).all(), name  # nights of months, blackouts of two weeks
+
+
 @pytest.mark.parametrize("n_az, n_range_bins", [(360, 18), (360, 180), (100, 7), (7, 50), (90, 360)])
 def test_bin_ranges_match_brute_force(n_az, n_range_bins):
     """A threshold's least and largest value over each bin, found from the table's own bins,

@@ -46,7 +46,10 @@ so :func:`visibility_layers` takes it from the binned tables below instead.
 
 With an :class:`ExactWhere`, :func:`visibility_layers` scans only the pixels
 that can meet a profile's limits (and possible permanent shadow), and gives
-the others the binned fractions below and no gap lengths: a run does this on
+the others the binned fractions below and lower bounds on the gap lengths:
+the longest runs of whole first-level cells their thresholds decide, one pass
+over the cells vectorised across 128 pixels (about 1.5 us per pixel and body
+over 18.6 years, against about 50 us for the exact scan). A run does this on
 long spans over large maps, where scanning every pixel would dominate its cost.
 
 :func:`visibility_fractions` answers the fractions only, at a cost that does

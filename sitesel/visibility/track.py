@@ -50,6 +50,17 @@ class _BodySteps:
             used = np.zeros(n_bins_level, dtype=np.bool_)
             used[cells[1]] = True
             self.used_bins.append(used)
+        # the first-level cells as the lower bounds read them (``scan._block_bounds``): float32, which
+        # doubles the lanes of their vectorised loop, with the key ranges rounded outwards so that
+        # no cell is decided that float64 would leave undecided; lengths (whole numbers, exact in
+        # float32 up to 2**24 steps, the precision of the float32 layers anyway); each bin's slot
+        # among the used bins
+        a_start, a_bin, a_kmin, a_kmax = self.cells[0]
+        self.used_a = np.flatnonzero(self.used_bins[0])
+        slot = np.zeros(self.n_bins_a, dtype=np.int64)
+        slot[self.used_a] = np.arange(self.used_a.size)
+        self.bound_cells = (np.diff(a_start).astype(np.float32), slot[a_bin],
+                            _round32(a_kmin, -np.inf), _round32(a_kmax, np.inf))
 
     def bin_of(self, lam_deg):
         """Threshold-table bin (of ``n_bins`` over 360 deg) of each longitude ``lam_deg`` in [0, 360)."""
@@ -59,7 +70,15 @@ class _BodySteps:
     def scan_args(self):
         """What the exact scan reads of this track, as one tuple for the kernels."""
         # flat: numba's parallel kernels take tuples of arrays, but not tuples of tuples
-        return (self.packed, *self.cells[0], *self.cells[1], self.cells[2], *self.used_bins, *self.key_range_deg)
+        return (self.packed, *self.cells[0], *self.cells[1], self.cells[2], *self.used_bins, *self.key_range_deg,
+                self.used_a, *self.bound_cells)
+
+
+def _round32(values: np.ndarray, toward: float) -> np.ndarray:
+    """``values`` as float32, each rounded toward ``toward`` (-inf or inf) when not exact."""
+    rounded = np.asarray(values).astype(np.float32)
+    off = rounded > values if toward < 0 else rounded < values
+    return np.where(off, np.nextafter(rounded, np.float32(toward)), rounded)
 
 
 def lon_window(lam_deg: np.ndarray, pad_deg: float) -> tuple[float, float]:
