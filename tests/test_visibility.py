@@ -401,6 +401,20 @@ def test_unscanned_pixels_get_whole_cell_runs_as_lower_bounds():
                 assert got["longest_blackout_h"][i, j] == night * 3.0
 
 
+def test_float32_key_ranges_are_rounded_outwards():
+    """The lower bounds compare float32 copies of the key ranges and thresholds: each is
+    rounded toward the side that can only leave a cell undecided, to the nearest float32."""
+    from sitesel.visibility.track import _round32_all
+
+    values = np.concatenate([np.random.default_rng(5).normal(0.0, 2.0, 1000), [0.0, 1.5, -0.25, 1e-9]])
+    down, up = _round32_all(values, -np.inf), _round32_all(values, np.inf)
+    assert down.dtype == up.dtype == np.float32
+    assert (down.astype(np.float64) <= values).all() and (up.astype(np.float64) >= values).all()
+    exact = values.astype(np.float32).astype(np.float64) == values
+    np.testing.assert_array_equal(down[exact], up[exact])
+    np.testing.assert_array_equal(np.nextafter(down[~exact], np.float32(np.inf)), up[~exact])
+
+
 def test_bounds_on_the_bare_sphere_miss_at_most_a_cell_at_each_end():
     """On a bare sphere at the pole every cell wholly inside a night (or a sunlit or Earth-lit
     spell) is decided, so the bound misses at most the cell at each end of the span."""

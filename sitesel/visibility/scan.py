@@ -13,7 +13,7 @@ from ..ephemeris import Track
 from ..terrain.model import Terrain
 from .binned import _BINNED_KEY_DEG, _binned_sum, _binned_tables
 from .nodes import _bearing_cos_sin, _margin, _pixel_thresholds, _Pixels
-from .track import _CELL_LEVELS, _BodySteps
+from .track import _CELL_LEVELS, _BodySteps, _round32
 
 
 #: Cells are decided only when their keys clear the threshold's range by this
@@ -170,15 +170,6 @@ def _body_counts(table, body, long_gap_steps, until_seen):
 #: of a loop that vectorises across pixels (0.35 ns per pixel and cell, against 2.9 ns for
 #: one pixel's loop).
 _BOUND_LANES = 128
-
-
-@njit(cache=True, inline="always")
-def _round32(x, toward):
-    """``x`` as float32, rounded toward ``toward`` (-inf or inf) when not exact."""
-    rounded = np.float32(x)
-    if (rounded > x) if toward < 0 else (rounded < x):
-        return np.nextafter(rounded, np.float32(toward))
-    return rounded
 
 
 @njit(cache=True)

@@ -60,7 +60,7 @@ class _BodySteps:
         slot = np.zeros(self.n_bins_a, dtype=np.int64)
         slot[self.used_a] = np.arange(self.used_a.size)
         self.bound_cells = (np.diff(a_start).astype(np.float32), slot[a_bin],
-                            _round32(a_kmin, -np.inf), _round32(a_kmax, np.inf))
+                            _round32_all(a_kmin, -np.inf), _round32_all(a_kmax, np.inf))
 
     def bin_of(self, lam_deg):
         """Threshold-table bin (of ``n_bins`` over 360 deg) of each longitude ``lam_deg`` in [0, 360)."""
@@ -74,11 +74,22 @@ class _BodySteps:
                 self.used_a, *self.bound_cells)
 
 
-def _round32(values: np.ndarray, toward: float) -> np.ndarray:
-    """``values`` as float32, each rounded toward ``toward`` (-inf or inf) when not exact."""
-    rounded = np.asarray(values).astype(np.float32)
-    off = rounded > values if toward < 0 else rounded < values
-    return np.where(off, np.nextafter(rounded, np.float32(toward)), rounded)
+@njit(cache=True, inline="always")
+def _round32(x, toward):
+    """``x`` as float32, rounded toward ``toward`` (-inf or inf) when not exact."""
+    rounded = np.float32(x)
+    if (rounded > x) if toward < 0 else (rounded < x):
+        return np.nextafter(rounded, np.float32(toward))
+    return rounded
+
+
+@njit(cache=True)
+def _round32_all(values, toward):
+    """:func:`_round32` of every element of ``values``."""
+    out = np.empty(values.size, np.float32)
+    for i in range(values.size):
+        out[i] = _round32(values[i], toward)
+    return out
 
 
 def lon_window(lam_deg: np.ndarray, pad_deg: float) -> tuple[float, float]:
