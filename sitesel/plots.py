@@ -252,7 +252,7 @@ def _units_label(units):
 
 
 def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None, vmax=None, log=False, sites=None,
-            hillshade=None):
+            hillshade=None, note=""):
     """Draw a layer on the polar map as a PNG.
 
     Parameters
@@ -265,6 +265,8 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
         Geometry of ``layer``; the axes are map x/y in km.
     title, units : str
         Figure title and colour-bar units (``"1"`` is shown as dimensionless).
+    note : str
+        Appended to the figure's title in parentheses (not to the colour bar's label).
     cmap, vmin, vmax :
         Colour map and limits (default: the finite data range); values beyond a
         given limit take its colour, and the colour bar shows an arrow.
@@ -311,7 +313,7 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
     ax.set_aspect("equal")
     ax.set_xlabel("x (km, polar stereographic, toward 90°E)")
     ax.set_ylabel("y (km, toward 0°)")
-    ax.set_title(title)
+    ax.set_title(f"{title} ({note})" if note else title)
 
     candidates = _graticule(ax, grid)
     site_texts = _draw_sites(ax, sites or [])

@@ -111,6 +111,13 @@ def test_refined_layers_are_exact_or_binned(exact_run, refined_run):
     assert refined_run.layer_methods["psr"].startswith("exact per time step")
 
 
+def test_refined_run_labels_its_bounded_heatmaps(refined_run, tmp_path):
+    pipeline.write_outputs(refined_run, tmp_path, small_config(years=2), inputs=[], quiet=True)
+    report = (tmp_path / "report.md").read_text()
+    assert "Longest night (a lower bound where not scanned, see visibility_exact)" in report
+    assert "Sunlit fraction (" not in report
+
+
 def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
     config = small_config(years=2)
