@@ -265,15 +265,20 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
     for block in prange((n_pix + lanes - 1) // lanes):
         p0 = block * lanes
         n_lanes = min(lanes, n_pix - p0)
-        # the threshold ranges of the block's pixels that get lower bounds, per body
-        sun_lo = np.zeros((sun[14].size, lanes), np.float32)
-        sun_hi = np.zeros((sun[14].size, lanes), np.float32)
-        earth_lo = np.zeros((earth[14].size, lanes), np.float32)
-        earth_hi = np.zeros((earth[14].size, lanes), np.float32)
-        sun_bound = np.zeros(lanes, dtype=np.bool_)
-        earth_bound = np.zeros(lanes, dtype=np.bool_)
+        # the threshold ranges of the block's pixels that get lower bounds, per body (the other
+        # lanes' values are never read back)
+        sun_lo = np.empty((sun[14].size, lanes), np.float32)
+        sun_hi = np.empty((sun[14].size, lanes), np.float32)
+        earth_lo = np.empty((earth[14].size, lanes), np.float32)
+        earth_hi = np.empty((earth[14].size, lanes), np.float32)
+        sun_bound = np.empty(lanes, dtype=np.bool_)
+        earth_bound = np.empty(lanes, dtype=np.bool_)
+        n_sun_bound = 0
+        n_earth_bound = 0
         for b in range(n_lanes):
             p = p0 + b
+            sun_bound[b] = False
+            earth_bound[b] = False
             for c in range(out.shape[1]):
                 out[p, c] = np.nan
             if not valid[p]:
@@ -306,21 +311,23 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
                             out[p, 0] = max(n_lit, lit)
                     if sun_bound[b]:
                         _first_level_ranges(sun_table, sun, sun_lo, sun_hi, b)
+                        n_sun_bound += 1
                     earth_bound[b] = True
                     _first_level_ranges(earth_table, earth, earth_lo, earth_hi, b)
+                    n_earth_bound += 1
             out[p, 7] = 1.0 if scan else 0.0
             if scan:
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
                 out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, no_long_gap, not scan)
         bounds = np.empty((3, lanes))
-        if sun_bound.any():
+        if n_sun_bound > 0:
             _block_bounds(sun, sun_lo, sun_hi, long_night_steps, bounds)
             for b in range(n_lanes):
                 if sun_bound[b]:
                     out[p0 + b, 2], out[p0 + b, 3], out[p0 + b, 4] = bounds[0, b], bounds[1, b], bounds[2, b]
                     if bounds[0, b] == n_steps:
                         out[p0 + b, 0] = 0.0
-        if earth_bound.any():
+        if n_earth_bound > 0:
             _block_bounds(earth, earth_lo, earth_hi, no_long_gap, bounds)
             for b in range(n_lanes):
                 if earth_bound[b]:
