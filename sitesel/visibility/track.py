@@ -68,7 +68,7 @@ class _BodySteps:
 
     @property
     def scan_args(self):
-        """What the exact scan reads of this track, as one tuple for the kernels."""
+        """What the exact scan and the lower bounds read of this track, as one tuple for the kernels."""
         # flat: numba's parallel kernels take tuples of arrays, but not tuples of tuples
         return (self.packed, *self.cells[0], *self.cells[1], self.cells[2], *self.used_bins, *self.key_range_deg,
                 self.used_a, *self.bound_cells)
