@@ -41,19 +41,36 @@ def _default_demo_config(step_hours: float, years: float | None) -> dict:
 def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
                    profile=None, window=None):
     from . import pipeline
-    from .outputs import check_writable
+    from .outputs import check_writable, remove_empty_dirs
 
     clock = time.perf_counter()
+    _check_period(config)
+    created = not out_dir.exists()
     check_writable(out_dir)
-    result = pipeline.compute(
-        terrain, config, tile_dir=out_dir / ".tiles", resume=resume, far_field=far_field, client=client,
-        quiet=quiet, profile=profile, window=window,
-    )
-    pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
-                           total_time_s=time.perf_counter() - clock)
+    try:
+        result = pipeline.compute(
+            terrain, config, tile_dir=out_dir / ".tiles", resume=resume, far_field=far_field, client=client,
+            quiet=quiet, profile=profile, window=window,
+        )
+        pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
+                               total_time_s=time.perf_counter() - clock)
+    except BaseException:
+        # a run stopped before it wrote anything leaves no directory behind that it made (finished
+        # tiles stay for --resume)
+        if created:
+            remove_empty_dirs(out_dir)
+        raise
     if not quiet:
         _print_sites(result, out_dir, time.perf_counter() - clock)
     return result
+
+
+def _check_period(config):
+    """The config's time span, checked against the ephemeris before any output is made."""
+    from .config import resolve_period
+    from .ephemeris import validate_time_range
+
+    validate_time_range(*resolve_period(config["time"]))
 
 
 def _print_sites(result, out_dir: Path, wall_s: float):
@@ -112,8 +129,9 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
-    check_writable(out_dir)
     config = _default_demo_config(step_hours, years)
+    _check_period(config)
+    check_writable(out_dir)
     # A halo of the same world around the analysed square shades its edges at full resolution, and the
     # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
     halo_px = int(np.ceil(config["horizon"]["halo_km"] * 1e3 / resolution_m))

@@ -12,6 +12,7 @@ Number formatting of ``sites.csv`` and ``sites.geojson`` is fixed per column
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -104,6 +105,19 @@ def check_writable(out_dir) -> Path:
         reason = exc.strerror or str(exc)
         raise SiteselError(f"output directory '{out}' is not writable: {reason}; choose another with --out") from None
     return out
+
+
+def remove_empty_dirs(root) -> None:
+    """Remove ``root`` and the directories below it that hold no file, deepest first; a
+    directory that holds a file (a finished tile, say) stays, with its parents."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            path.rmdir()
+    with contextlib.suppress(OSError):
+        root.rmdir()
 
 
 # --------------------------------------------------------------------------- JSON

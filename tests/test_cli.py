@@ -125,6 +125,45 @@ def test_dates_outside_ephemeris(small_dem, capsys):
     assert_one_line_error(code, err, "2050")
 
 
+def test_a_failed_run_leaves_no_output_directory_behind(small_dem, tmp_path, capsys):
+    cfg = tmp_path / "late.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstart = "2049-06-01"\nend = "2051-01-01"\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err, "2050")
+    code, _, err = run_cli(["demo", "--out", tmp_path / "demo", "--years", "40", *SMALL_DEMO], capsys)
+    assert_one_line_error(code, err, "2050")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.toml"]
+
+
+def test_a_run_stopped_inside_keeps_only_its_finished_tiles(small_dem, tmp_path, capsys, monkeypatch):
+    from sitesel import pipeline
+    from sitesel.errors import SiteselError
+
+    def stop_after(n_tiles):
+        def compute(terrain, config, *, tile_dir, **kwargs):
+            (tile_dir / "key").mkdir(parents=True)
+            for i in range(n_tiles):
+                (tile_dir / "key" / f"tile{i}.npz").write_bytes(b"done")
+            raise SiteselError("stopped")
+        return compute
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n')
+    monkeypatch.setattr(pipeline, "compute", stop_after(0))
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err, "stopped")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(pipeline, "compute", stop_after(1))
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err, "stopped")
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == ["tile0.npz"]
+    # a directory that was there before is left alone, even empty
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setattr(pipeline, "compute", stop_after(0))
+    run_cli(["run", cfg, "--out", tmp_path / "mine", "--quiet"], capsys)
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_wrong_crs(tmp_path, capsys):
     path = tmp_path / "earth.tif"
     with rasterio.open(path, "w", driver="GTiff", height=8, width=8, count=1, dtype="float32",
