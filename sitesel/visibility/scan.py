@@ -118,8 +118,15 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
         if state >= 0:
             runs = _extend(runs, a_start[a + 1] - a_start[a], state == 1, long_gap_steps)
             continue
+        kmin_a = a_kmin[a]
+        kmax_a = a_kmax[a]
         for b in range(a_first_b[a], a_first_b[a + 1]):
-            state = _cell_state(b_kmin[b], b_kmax[b], lo_b[b_bin[b]], hi_b[b_bin[b]])
+            j = b_bin[b]
+            # the first-level cell's keys bound its second-level cells' keys: most cells are decided
+            # by those alone, without reading their own
+            state = _cell_state(kmin_a, kmax_a, lo_b[j], hi_b[j])
+            if state < 0:
+                state = _cell_state(b_kmin[b], b_kmax[b], lo_b[j], hi_b[j])
             if state >= 0:
                 runs = _extend(runs, b_start[b + 1] - b_start[b], state == 1, long_gap_steps)
                 continue
