@@ -66,7 +66,7 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
 
 
 def _check_period(config):
-    """The config's time span, checked against the ephemeris before any output is made."""
+    """Raise SiteselError if the config's time span is not one the ephemeris covers (before any output is made)."""
     from .config import resolve_period
     from .ephemeris import validate_time_range
 
