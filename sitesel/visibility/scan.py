@@ -130,9 +130,18 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
             if state >= 0:
                 runs = _extend(runs, b_start[b + 1] - b_start[b], state == 1, long_gap_steps)
                 continue
+            lo = lo_b[j] - _CELL_EPS_DEG
+            hi = hi_b[j] + _CELL_EPS_DEG
             for t in range(b_start[b], b_start[b + 1]):
-                m = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 2]), steps[t, 1])
-                runs = _extend_one(runs, m > 0.0, long_gap_steps)
+                key = steps[t, 1]
+                # a step whose key clears the cell's threshold range needs no table lookup
+                if key < lo:
+                    seen = True
+                elif key >= hi:
+                    seen = False
+                else:
+                    seen = _margin(lam_e, delta_e, slope_e, first, steps[t, 0], np.int64(steps[t, 2]), key) > 0.0
+                runs = _extend_one(runs, seen, long_gap_steps)
         if until_seen and runs[0] > 0:
             return runs[0], -1, -1, -1
     n_vis, run_off, _, longest_off, longest_on, n_long = runs
