@@ -134,7 +134,8 @@ def _scan(lam_e, delta_e, slope_e, first, steps, cells_a, cells_b, a_first_b, lo
             hi = hi_b[j] + _CELL_EPS_DEG
             for t in range(b_start[b], b_start[b + 1]):
                 key = steps[t, 1]
-                # a step whose key clears the cell's threshold range needs no table lookup
+                # a step whose key clears the cell's threshold range needs no table lookup: _cell_state
+                # for a single key, written out with its bounds hoisted (calling it was 1-7% slower)
                 if key < lo:
                     seen = True
                 elif key >= hi:
