@@ -364,10 +364,12 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         for name, (title, cmap) in HEATMAPS.items():
             path = plot_dir / f"{name}.png"
             log = name in HEATMAP_LOG
-            note = "a lower bound where not scanned, see visibility_exact" if name in GAP_LAYERS and bounded else ""
-            plots.heatmap(path, result.layers[name], grid, title=title, units=LAYER_INFO[name][0], cmap=cmap,
-                          log=log, sites=result.sites, hillshade=result.terrain.height_m, note=note)
-            figures.append((f"{title} ({note})" if note else title, f"plots/{name}.png"))
+            shown = title
+            if name in GAP_LAYERS and bounded:
+                shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
+            plots.heatmap(path, result.layers[name], grid, title=shown, label=title, units=LAYER_INFO[name][0],
+                          cmap=cmap, log=log, sites=result.sites, hillshade=result.terrain.height_m)
+            figures.append((shown, f"plots/{name}.png"))
             written.append(path)
             bar.advance()
         for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):

@@ -252,7 +252,7 @@ def _units_label(units):
 
 
 def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None, vmax=None, log=False, sites=None,
-            hillshade=None, note=""):
+            hillshade=None, label=None):
     """Draw a layer on the polar map as a PNG.
 
     Parameters
@@ -265,8 +265,8 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
         Geometry of ``layer``; the axes are map x/y in km.
     title, units : str
         Figure title and colour-bar units (``"1"`` is shown as dimensionless).
-    note : str
-        Appended to the figure's title in parentheses (not to the colour bar's label).
+    label : str, optional
+        The colour bar's label, before its units (default: ``title``).
     cmap, vmin, vmax :
         Colour map and limits (default: the finite data range); values beyond a
         given limit take its colour, and the colour bar shows an arrow.
@@ -307,13 +307,13 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
                   interpolation="nearest", zorder=2)
     extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}
     bar = fig.colorbar(image, ax=ax, shrink=0.9, pad=0.02, extend=extend[bool(below), bool(above)])
-    bar.set_label(f"{title} ({_units_label(units)})")
+    bar.set_label(f"{title if label is None else label} ({_units_label(units)})")
     ax.set_xlim(extent_km[0], extent_km[1])
     ax.set_ylim(extent_km[2], extent_km[3])
     ax.set_aspect("equal")
     ax.set_xlabel("x (km, polar stereographic, toward 90°E)")
     ax.set_ylabel("y (km, toward 0°)")
-    ax.set_title(f"{title} ({note})" if note else title)
+    ax.set_title(title)
 
     candidates = _graticule(ax, grid)
     site_texts = _draw_sites(ax, sites or [])
