@@ -31,6 +31,9 @@ What is measured (all in one process, same terrain, same pixels):
   2048^2 DEM at K = 360 with a 150 km far field.
 * HORAYZON (``horayzon-extpar``, Embree ray tracing on a triangle mesh) on the same DEM and
   pixels as a peer, if it imports.
+* the bare sweep (``bare_sweep.py``): the prescribed algorithm with none of sitesel's curvature,
+  near ray, far field or output layout, on the 2048^2 DEM of the throughput target. Its rate is an
+  upper bound on any implementation of the sweep on this machine, set against the target.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numba
 import numpy as np
 import psutil
 
+from bare_sweep import bare_sweep_rate
 from sitesel.constants import MOON_RADIUS_M
 from sitesel.horizon import bearings_deg, horizon_map, raymarch_with_distance
 from sitesel.horizon.sweep import _STAGE
@@ -250,7 +254,7 @@ def run(full=False, quick=False):
                     "load_average": os.getloadavg()},
         "settings": {"observer_height_m": H_OBS, "resolution_m": RES_M, "subset_k": None if full else SUBSET_K,
                      "reference_sample_pixels": n_sample},
-        "throughput": [], "accuracy": [], "threads": [], "far_field": None, "horayzon": None,
+        "throughput": [], "accuracy": [], "threads": [], "far_field": None, "horayzon": None, "bare_sweep": None,
     }
     horizon_map(fractal_terrain(64), 4, H_OBS)  # load compiled kernels outside the timings
     horizon_map(fractal_terrain(64), 4, H_OBS, method="raymarch", rows=slice(0, 1), cols=slice(0, 1))
@@ -272,6 +276,17 @@ def run(full=False, quick=False):
             out["throughput"].append(row)
             print(f"throughput {n}^2 K={k}: {rate:.3g} px*az/s ({sweep_s:.1f} s), ref {ref_rate:.3g}, "
                   f"ratio {rate / ref_rate:.0f}x, +{mib:.0f} MiB", flush=True)
+
+    # the least any sweep can cost here, on the target's DEM
+    n, k = TARGET_CASE
+    if n in sizes:
+        rate, per_azimuth_s = bare_sweep_rate(fractal_terrain(n).height_m, RES_M)
+        sitesel = next(t for t in out["throughput"] if (t["size"], t["k"]) == TARGET_CASE)
+        out["bare_sweep"] = {"size": n, "pixel_azimuths_per_s": rate, "seconds_per_azimuth": per_azimuth_s,
+                             "target_seconds_per_azimuth": n * n / 5e7,
+                             "sitesel_seconds_per_azimuth": sitesel["sweep_s"] / k}
+        print(f"bare sweep {n}^2: {rate:.3g} px*az/s ({1e3 * per_azimuth_s:.1f} ms per azimuth; the 5e7 target "
+              f"allows {1e3 * n * n / 5e7:.1f})", flush=True)
 
     # accuracy on a rough fractal and on the built-in terrain (whole-DEM sweep, sampled reference)
     k_acc = 90 if quick else 180
@@ -390,6 +405,12 @@ def table(res):
                        f"azimuths), peak RSS growth {f['peak_rss_growth_mib']:.0f} MiB; against the reference on "
                        f"{f['accuracy_pixels']} pixels at K={f['accuracy_k']}: RMS {f['accuracy_rms_deg']:.4f}, "
                        f"p99 {f['accuracy_p99_deg']:.3f}, max {f['accuracy_max_deg']:.3f} deg")]
+    b = res.get("bare_sweep")
+    if b:
+        lines += ["", (f"Bare sweep ({b['size']}^2, flat, hulls and two tangent queries per observer only, see "
+                       f"bare_sweep.py): {b['pixel_azimuths_per_s']:.3g} px*az/s, {1e3 * b['seconds_per_azimuth']:.1f} ms "
+                       f"per azimuth, against {1e3 * b['target_seconds_per_azimuth']:.1f} ms that the 5e7 target allows "
+                       f"and {1e3 * b['sitesel_seconds_per_azimuth']:.1f} ms that sitesel's sweep takes")]
     h = res["horayzon"]
     if h:
         if h.get("available"):
