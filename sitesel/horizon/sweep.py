@@ -544,10 +544,11 @@ def _far_ray_distances(res, cap):
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
 def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx, dy, reach, cap, s_map, row_stride,
                      out_tan):
-    """Largest tan(elevation) of the far field along each observer's exact ray, up to
-    ``max_dist = min(cap, reach / sqrt(sin a))`` for a ray leaving the fine grid at the
-    angle a to its edge: two sweep lines a pixel apart cross the edge 1 / sin(a) pixels
-    apart, so the smaller the angle the farther the exact ray must reach.
+    """Raise ``out_tan`` (float32, the near ray's values) to the largest tan(elevation) of the far
+    field along each observer's exact ray, up to ``max_dist = min(cap, reach / sqrt(sin a))`` for a
+    ray leaving the fine grid at the angle a to its edge: two sweep lines a pixel apart cross the
+    edge 1 / sin(a) pixels apart, so the smaller the angle the farther the exact ray must reach.
+    (Rounding to float32 is monotonic, so the result is the float32 of the float64 maximum.)
 
     Like the reference: far-field heights (bilinear) only where the ray point lies
     outside the fine grid (``nr`` x ``nc``, corner x0, y0, pixel res), exact curvature,
@@ -584,7 +585,6 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
         row_reach = 0.0
         for wc in range(nwc):
             c = c0 + wc
-            best[wc] = -np.inf
             # distance at which the ray leaves the grid of fine pixel centres, and its reach
             s_exit = np.inf
             reach_m[wc] = reach_rows
@@ -1030,7 +1030,6 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
         szt = np.ascontiguousarray(sz.T)
         lattice = _FarLattice(near_grid, near_z, near_r0, near_c0, r1 - r0, c1 - c0, swept.grid.resolution_m,
                               observer_height_m)
-        far_near_tan = np.full(h_abs.shape, -np.inf)
         row_stride = _spread_stride(h_abs.shape[0])
         far_ray_m = _far_ray_distances(near_grid.resolution_m, FAR_PAD_PX * far_field.grid.resolution_m)
     bearings = np.radians(bearings_deg(n_azimuths))
@@ -1048,9 +1047,8 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
             _far_near_kernel(
                 near_z.shape[0], near_z.shape[1], near_grid.x0_m, near_grid.y0_m, near_grid.resolution_m, fz,
                 fg.x0_m, fg.y0_m, fg.resolution_m, near_r0, near_c0, h_abs, math.sin(b), math.cos(b),
-                FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_ray_m, row_stride, far_near_tan,
+                FAR_RAY_PX * grid.resolution_m, FAR_PAD_PX * fg.resolution_m, far_ray_m, row_stride, near_tan,
             )
-            np.maximum(near_tan, far_near_tan, out=near_tan)
         j = k % len(stage)
         _store(acc, near_tan, valid, stage[j])
         if j == len(stage) - 1 or k == len(bearings) - 1:
