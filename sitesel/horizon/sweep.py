@@ -570,6 +570,7 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
     # the ray's reach when it leaves through a top or bottom edge, or through a side
     reach_rows = min(cap, reach / math.sqrt(max(abs(dy), 1e-12)))
     reach_cols = min(cap, reach / math.sqrt(max(abs(dx), 1e-12)))
+    reach_short = min(reach_rows, reach_cols)
     for i in prange(nwr):
         wr = (i * row_stride) % nwr
         r = r0 + wr
@@ -583,6 +584,8 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
         k_b = np.empty(nwc, np.int64)
         yo = y0 - (r + 0.5) * res
         row_reach = 0.0
+        # the columns of observers with samples up to reach_short, and of those with samples beyond
+        any_lo, any_hi, long_lo, long_hi = nwc, -1, nwc, -1
         for wc in range(nwc):
             c = c0 + wc
             # distance at which the ray leaves the grid of fine pixel centres, and its reach
@@ -603,6 +606,12 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
             if not np.isfinite(h_abs[wr, wc]) or s_exit > reach_m[wc] + fine_step:
                 reach_m[wc] = -1.0  # no sample
             row_reach = max(row_reach, reach_m[wc])
+            if reach_m[wc] >= 0.0:
+                any_lo = min(any_lo, wc)
+                any_hi = wc
+                if reach_m[wc] > reach_short:
+                    long_lo = min(long_lo, wc)
+                    long_hi = wc
             r_obs[wc] = _R + h_abs[wr, wc]
             x_obs[wc] = x0 + (c + 0.5) * res
             ik0[wc] = inv_k(x_obs[wc], yo)
@@ -624,6 +633,13 @@ def _far_near_kernel(nr, nc, x0, y0, res, zf, fx0, fy0, fres, r0, c0, h_abs, dx,
                     hi = min(nwc, math.ceil(-s * dx / res) + 1 - c0)
                 else:
                     continue
+            # and whose ray reaches this far
+            if s > reach_short:
+                lo, hi = max(lo, long_lo), min(hi, long_hi + 1)
+            else:
+                lo, hi = max(lo, any_lo), min(hi, any_hi + 1)
+            if lo >= hi:
+                continue
             fr = (fy0 - y) / fres - 0.5
             if fr < 0.0 or fr > nfr - 1:
                 continue
