@@ -13,8 +13,9 @@ sitesel's kernel does for accuracy and for its output:
 What is left per azimuth: each line samples the DEM at every column (linear between rows),
 pushes the sample on its hull, and each observer, between two lines, makes one tangent query on
 each (galloping from the line's previous answer, as sitesel does) and interpolates the two.
-Its throughput is therefore an upper bound on what this algorithm can reach on a machine, which
-the benchmark sets against the issue's target. It is checked against a plain brute-force search
+Its throughput therefore bounds what any scalar implementation of this algorithm reaches on a
+machine (a different algorithm, or SIMD across lines, is not bounded by it); the benchmark sets it
+against the issue's target. It is checked against a plain brute-force search
 over the same samples (``bare_reference``; ``tests/test_bare_sweep.py``).
 
 The frame is the one of ``sitesel.horizon.sweep``: ``z`` is indexed (q, p), the look direction

@@ -32,8 +32,8 @@ What is measured (all in one process, same terrain, same pixels):
 * HORAYZON (``horayzon-extpar``, Embree ray tracing on a triangle mesh) on the same DEM and
   pixels as a peer, if it imports.
 * the bare sweep (``bare_sweep.py``): the prescribed algorithm with none of sitesel's curvature,
-  near ray, far field or output layout, on the 2048^2 DEM of the throughput target. Its rate is an
-  upper bound on any implementation of the sweep on this machine, set against the target.
+  near ray, far field or output layout, on the 2048^2 DEM of the throughput target. Its rate bounds
+  any scalar implementation of this sweep on this machine, and is set against the target.
 """
 
 from __future__ import annotations
