@@ -210,8 +210,8 @@ def _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_limit):
     """Push each line's waiting samples (ring ``sx``, ``sy``, step ``st``, valid ``sv``) that
     lie beyond step ``t_limit`` onto the line's hull, in order."""
     for j in range(n_s.size):
-        while ins[j] < n_s[j] and st[j, ins[j] % _RING] > t_limit:
-            k = ins[j] % _RING
+        while ins[j] < n_s[j] and st[j, ins[j] & (_RING - 1)] > t_limit:
+            k = ins[j] & (_RING - 1)
             if sv[j, k]:
                 n_hull[j] = _hull_push(hx[j], hy[j], n_hull[j], sx[j, k], sy[j, k])
             ins[j] += 1
@@ -349,14 +349,16 @@ def _sweep_kernel(
                             and not (foot[4] <= x <= foot[5] and foot[6] <= y <= foot[7])):
                         z = np.nan
                 rz = _R + z
-                k = n_s[j] % _RING
+                k = n_s[j] & (_RING - 1)
                 sx[j, k] = rz * s_th[j]
                 sy[j, k] = rz * c_th[j]
                 st[j, k] = t
                 sv[j, k] = np.isfinite(z)
                 n_s[j] += 1
             # observers whose column falls at or after this step
+            joined = False
             while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
+                joined = True
                 po = ap + s * (op + wp)
                 t_obs = sp * po
                 gp = g * po
@@ -412,9 +414,10 @@ def _sweep_kernel(
                     else:
                         acc[wq, wp] = total
                 wp += dwp
-            # samples that every later observer will have in its hull join now, so that
-            # at most lag_t + 2 of them wait in the ring
-            if 0 <= wp < nwp:
+            # at a step without observers (before the window's columns), samples that every later
+            # observer will have in its hull join now, so that at most lag_t + 3 of them wait in the
+            # ring; at a step with observers, their own join has just done so
+            if not joined and 0 <= wp < nwp:
                 _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, sp * (ap + s * (op + wp)) + lag_t)
 
 
