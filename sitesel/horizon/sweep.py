@@ -379,6 +379,8 @@ def _sweep_kernel(
                     h_obs = h_abs[wq, wp]
                     if not np.isfinite(h_obs):
                         continue
+                    grad_obs = grad_q[wq, wp]
+                    floor_obs = floor[wq, wp]
                     total = 0.0
                     for line in range(low, low + 2):
                         j = line - i0
@@ -386,7 +388,7 @@ def _sweep_kernel(
                         w = 1.0 - abs(dq)
                         if w <= 0.0:
                             continue
-                        hab = h_obs - dq * grad_q[wq, wp]
+                        hab = h_obs - dq * grad_obs
                         tv = -np.inf
                         if n_hull[j] > 0:
                             # the observer's foot on this line, as a central angle from the sample
@@ -408,7 +410,7 @@ def _sweep_kernel(
                             up = ddx * so + ddy * co
                             if fwd > 0.0:
                                 tv = up / fwd
-                        total += w * max(tv, floor[wq, wp])
+                        total += w * max(tv, floor_obs)
                     if acc_transposed:
                         acc[wp, wq] = total
                     else:
