@@ -44,7 +44,6 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
     from .outputs import check_writable, remove_empty_dirs
 
     clock = time.perf_counter()
-    _check_period(config)
     created = not out_dir.exists()
     check_writable(out_dir)
     try:
@@ -66,7 +65,8 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
 
 
 def _check_period(config):
-    """Raise SiteselError if the config's time span is not one the ephemeris covers (before any output is made)."""
+    """Raise SiteselError if the config's time span is not one the ephemeris covers: a command calls it
+    before it reads a DEM or makes any output."""
     from .config import resolve_period
     from .ephemeris import validate_time_range
 
@@ -169,6 +169,7 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     if years is not None:
         config["time"].pop("end", None)
         config["time"]["years"] = years
+    _check_period(config)
     from .pipeline import resolve_profile
 
     profile = resolve_profile(config["profile"])
