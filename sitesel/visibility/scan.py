@@ -336,21 +336,28 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
             if scan:
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
                 out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, no_long_gap, not scan)
-        bounds = np.empty((3, lanes))
         if n_sun_bound > 0:
-            _block_bounds(sun, sun_lo, sun_hi, long_night_steps, bounds)
-            for b in range(n_lanes):
-                if sun_bound[b]:
-                    out[p0 + b, 2], out[p0 + b, 3], out[p0 + b, 4] = bounds[0, b], bounds[1, b], bounds[2, b]
-                    if bounds[0, b] == n_steps:
-                        out[p0 + b, 0] = 0.0
+            _write_bounds(sun, sun_lo, sun_hi, long_night_steps, sun_bound, n_steps, 0, 2, 3, 4, out[p0:p0 + n_lanes])
         if n_earth_bound > 0:
-            _block_bounds(earth, earth_lo, earth_hi, no_long_gap, bounds)
-            for b in range(n_lanes):
-                if earth_bound[b]:
-                    out[p0 + b, 6] = bounds[0, b]
-                    if bounds[0, b] == n_steps:
-                        out[p0 + b, 5] = 0.0
+            _write_bounds(earth, earth_lo, earth_hi, no_long_gap, earth_bound, n_steps, 5, 6, -1, -1,
+                          out[p0:p0 + n_lanes])
+
+
+@njit(cache=True)
+def _write_bounds(body, lo, hi, long_gap_steps, bound, n_steps, count_col, off_col, on_col, long_col, out):
+    """:func:`_block_bounds` of one body into the columns of ``out`` (a block's rows) of the lanes
+    marked ``bound``: longest hidden run, longest visible run, long hidden runs (a column < 0:
+    not kept). A pixel whose every cell is decided hidden never sees the body: its visible
+    count ``count_col`` is 0, exactly."""
+    bounds = np.empty((3, _BOUND_LANES))
+    _block_bounds(body, lo, hi, long_gap_steps, bounds)
+    for b in range(out.shape[0]):
+        if bound[b]:
+            for col, value in ((off_col, bounds[0, b]), (on_col, bounds[1, b]), (long_col, bounds[2, b])):
+                if col >= 0:
+                    out[b, col] = value
+            if bounds[0, b] == n_steps:
+                out[b, count_col] = 0.0
 
 
 #: Pixels per call of ``progress`` in :func:`visibility_layers`.
