@@ -35,12 +35,12 @@ RESULTS = Path(__file__).parent / "results"
 def visibility_cost_ratio(terrain, years: float, n_azimuths: int, tile_px: int = 128) -> dict:
     """Seconds per pixel of the visibility kernels for `years` vs one year, on one tile: the
     binned fractions, the exact layers of every pixel, and the layers as `run` computes them
-    on a large map (exact where the default profile's limits can be met, see ExactWhere)."""
+    on a large map (exact where the default profile's limits can be met in a landing area,
+    see pipeline.tile_selector)."""
     rows, cols = slice(0, tile_px), slice(0, tile_px)
     horizon_deg = horizon_map(terrain, n_azimuths, 2.0, rows=rows, cols=cols)
     profile = pipeline.resolve_profile("default")
-    slope_deg, roughness_m = (layer[rows, cols] for layer in slope_roughness(terrain, baseline_m=20.0))
-    exact_where = pipeline.exact_where(profile, slope_deg, roughness_m)
+    exact_where = pipeline.tile_selector(profile, *slope_roughness(terrain, baseline_m=20.0), terrain.grid)((rows, cols))
     out = {}
     # The first pass compiles the kernels; the second is timed.
     for span in (1.0, years, 1.0, years):

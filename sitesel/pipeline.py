@@ -20,7 +20,7 @@ from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
-from .ranking import rank_sites, region_to_mask
+from .ranking import footprint_reach_px, landing_footprints, landing_support, rank_sites, region_to_mask
 from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
                       score_layers)
 from .surface import slope_roughness
@@ -111,12 +111,51 @@ def resolve_profile(spec) -> Profile:
     return load_profile(spec)
 
 
-def exact_where(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarray) -> ExactWhere:
-    """The pixels of a map that a refined run scans over every step (see
-    :class:`~sitesel.visibility.ExactWhere`): those within the profile's surface limits,
-    held to its limits on the fractions."""
+#: A refined run narrows the pixels it scans to those that can lie in a feasible landing area
+#: only when the landing area reaches at most this far (pixels) from its centre: the cost of
+#: :func:`~sitesel.ranking.landing_support` grows with the footprint's rows.
+SUPPORT_MAX_REACH_PX = 256
+
+
+def tile_selector(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarray, grid):
+    """The pixels a refined run scans over every step, per tile: a function of a tile (rows,
+    cols of the analysed ``grid``) that gives its :class:`~sitesel.visibility.ExactWhere`.
+
+    A pixel is scanned if it is within the profile's surface limits, can meet its limits
+    on the fractions, and can lie in a landing area all of whose pixels can
+    (:func:`landing_support_of_tile`; not narrowed for landing areas reaching beyond
+    ``SUPPORT_MAX_REACH_PX``). The ranking reads no other pixel's gap lengths.
+    """
     limits = {f.name: profile.constraints[f.name] for f in fields(ExactWhere) if f.name in profile.constraints}
-    return ExactWhere(constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile), **limits)
+    selection = ExactWhere(constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile), **limits)
+    footprints = landing_footprints(grid, profile)[1]
+    support = None
+    if footprint_reach_px(footprints) <= SUPPORT_MAX_REACH_PX:
+        support = partial(landing_support_of_tile, selection.eligible, footprints, region_to_mask(grid, profile.region))
+    return partial(_tile_exact_where, selection, support)
+
+
+def _tile_exact_where(selection: ExactWhere, support, tile) -> ExactWhere:
+    """``selection`` cut to ``tile``, with ``support`` narrowing its candidates there."""
+    return replace(selection, eligible=selection.eligible[tile], support=None if support is None else partial(support, tile))
+
+
+def landing_support_of_tile(eligible: np.ndarray, footprints, centres: np.ndarray, tile, candidates):
+    """The ``candidates`` (bool, the tile's shape) of ``tile`` (rows, cols of the analysed grid)
+    that can lie in a feasible landing area (:func:`~sitesel.ranking.landing_support`).
+
+    The tile's pixels are possible where they are ``candidates``; the pixels around it,
+    within twice the landing area's reach (all that can share a landing area with the
+    tile's), are not computed yet and count as possible wherever they are ``eligible``.
+    """
+    reach = footprint_reach_px(footprints)
+    rows, cols = tile
+    r0, c0 = max(0, rows.start - 2 * reach), max(0, cols.start - 2 * reach)
+    r1, c1 = min(eligible.shape[0], rows.stop + 2 * reach), min(eligible.shape[1], cols.stop + 2 * reach)
+    inner = slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)
+    possible = eligible[r0:r1, c0:c1].copy()
+    possible[inner] = candidates
+    return landing_support(possible, footprints, centres[r0:r1, c0:c1])[inner]
 
 
 def compute(
@@ -164,11 +203,11 @@ def compute(
     timings["surface"] = time.perf_counter() - clock
 
     # Long runs on large maps scan every time step only at pixels that can meet the profile's
-    # limits, and possible permanent shadow for the Sun until first lit: the scores, sites and
-    # PSR are those of a full scan.
+    # limits and lie in a landing area that can be feasible, and possible permanent shadow for
+    # the Sun until first lit: the sites and PSR are those of a full scan.
     refine = (not config["run"]["exact_everywhere"]
               and analysed.shape[0] * analysed.shape[1] * len(track) > EXACT_BUDGET_PIXEL_STEPS)
-    selection = exact_where(profile, slope_deg, roughness_m) if refine else None
+    select = tile_selector(profile, slope_deg, roughness_m, analysed.grid) if refine else None
 
     # seconds spent in each kernel by the tiles computed in this process (not resumed, not on a cluster)
     stage_s = {"horizon": 0.0, "visibility": 0.0}
@@ -176,7 +215,6 @@ def compute(
     def compute_tile(tile, on_step=None):
         """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility chunk."""
         rows, cols = in_terrain(tile)
-        tile_selection = replace(selection, eligible=selection.eligible[tile]) if refine else None
         result = {}
         for i, height_m in enumerate(heights_m):
             clock = time.perf_counter()
@@ -187,7 +225,7 @@ def compute(
             stage_s["horizon"] += time.perf_counter() - clock
             clock = time.perf_counter()
             layers = visibility_layers(terrain, horizon_deg, track, height_m, rows=rows, cols=cols,
-                                       long_night_h=LONG_NIGHT_H, exact_where=tile_selection,
+                                       long_night_h=LONG_NIGHT_H, exact_where=select(tile) if refine else None,
                                        progress=None if on_step is None else lambda n_px: on_step())
             stage_s["visibility"] += time.perf_counter() - clock
             for name in TILE_LAYERS:
@@ -195,16 +233,22 @@ def compute(
         return result
 
     tiles = tile_slices(analysed.shape, int(config["run"]["tile_px"]))
+    # a refined run's tiles depend on the profile's limits, landing area and region (which pixels are scanned)
+    refined_by = None
+    if refine:
+        refined_by = {"constraints": profile.constraints, "region": profile.region,
+                      "landing_m": [profile.ellipse_semi_major_m, profile.ellipse_semi_minor_m,
+                                    profile.ellipse_azimuth_deg]}
     key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance,
-                  [r0, c0, *analysed.shape], profile.constraints if refine else None)
+                  [r0, c0, *analysed.shape], refined_by)
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
-    # Progress counts horizon azimuths and visibility chunks (scan.PROGRESS_CHUNK_PX pixels each); a
-    # finished (or resumed) tile jumps to its share.
+    # Progress counts horizon azimuths and visibility chunks (scan.PROGRESS_CHUNK_PX pixels each, and
+    # as many again for the scan of a refined run); a finished (or resumed) tile jumps to its share.
     def tile_steps(tile):
         rows, cols = tile
         n_px = (rows.stop - rows.start) * (cols.stop - cols.start)
-        return len(heights_m) * (n_azimuths + math.ceil(n_px / scan.PROGRESS_CHUNK_PX))
+        return len(heights_m) * (n_azimuths + (2 if refine else 1) * math.ceil(n_px / scan.PROGRESS_CHUNK_PX))
 
     with Progress(sum(map(tile_steps, tiles)), "horizon + visibility", unit="step", quiet=quiet) as bar:
         finished = []
@@ -272,14 +316,17 @@ def compute(
     if refine:
         scanned = layers["visibility_exact"]
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
-        where = (f" where visibility_exact = 1 (the pixels that can meet the profile's limits: {100 * share:.1f}%); "
-                 "elsewhere ")
+        where = (f" where visibility_exact = 1 (the pixels that can meet the profile's limits and lie in a landing "
+                 f"area that can be feasible: {100 * share:.1f}%); elsewhere ")
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
         for name in GAP_LAYERS:
             methods[name] = (f"{exact}{where}a lower bound from whole cells (runs of steps in which the body's "
                              "longitude stays in one bin) that the pixel's horizon over the bin decides, exact at "
                              "permanent shadow; [run] exact_everywhere = true scans every pixel")
+        methods["score"] = methods["feasible"] = (
+            "from the layers; exact in every landing area that can be feasible (visibility_exact = 1 throughout), "
+            "from the binned fractions and the gap layers' lower bounds elsewhere")
     methods["visibility_exact"] = "1 where every time step was scanned"
     methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
                                     "points of the per-step value); per step at the ranked sites in sites.csv")

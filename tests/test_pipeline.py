@@ -173,3 +173,30 @@ def test_refined_run_judges_gap_limits_on_scanned_pixels(terrain, tmp_path, monk
     want = constraint_pass_fractions(result.layers, profile, scanned)["max_longest_night_h"]
     assert summary["max_longest_night_h (of the fully scanned pixels)"] == pytest.approx(want)
     assert "max_longest_night_h" not in summary and "min_sun_lit_fraction" in summary
+
+
+def test_refined_run_scans_only_landing_areas_that_can_be_feasible(terrain, tmp_path, monkeypatch):
+    from sitesel.ranking import landing_footprints, landing_support
+    from sitesel.scoring import profile_from_dict
+
+    # a landing disc of about 5 pixels across, so that feasible specks too small for it occur
+    profile = profile_from_dict({"name": "wide", "constraints": {"max_slope_deg": 10.0, "min_sun_lit_fraction": 0.2},
+                                 "weights": {"sun_lit_fraction": 2.0, "longest_night_h": 2.0, "slope_deg": 1.0},
+                                 "landing": {"radius_m": 1200.0, "min_separation_m": 3000.0, "top_n": 5}})
+    config = small_config(years=2)
+    config["observer"]["height_m"] = [0.0]
+    exact = pipeline.compute(terrain, config, tile_dir=tmp_path / "exact", quiet=True, profile=profile)
+    monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    refined = pipeline.compute(terrain, config, tile_dir=tmp_path / "refined", quiet=True, profile=profile)
+    scanned = refined.layers["visibility_exact"] == 1
+    feasible = exact.layers["feasible"] == 1
+    # every pixel of a feasible landing area was scanned (across the 24 px tiles' edges too) ...
+    in_areas = landing_support(feasible, landing_footprints(terrain.grid, profile)[1])
+    assert in_areas.any() and not (in_areas & ~scanned).any()
+    # ... but not the feasible pixels that no feasible landing area holds
+    assert (feasible & ~scanned).any()
+    for name in ("score", "feasible", "longest_night_h", "sun_lit_fraction"):
+        np.testing.assert_array_equal(refined.layers[name][scanned], exact.layers[name][scanned], err_msg=name)
+    key = [(s["rank"], s["row"], s["col"], s["score"]) for s in exact.sites]
+    assert key and key == [(s["rank"], s["row"], s["col"], s["score"]) for s in refined.sites]
+    assert "lie in a landing area that can be feasible" in refined.layer_methods["longest_night_h"]

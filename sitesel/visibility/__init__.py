@@ -45,7 +45,8 @@ with a partly hidden disc (a grazing Sun near the pole is often partly hidden),
 so :func:`visibility_layers` takes it from the binned tables below instead.
 
 With an :class:`ExactWhere`, :func:`visibility_layers` scans only the pixels
-that can meet a profile's limits (and possible permanent shadow), and gives
+that can meet a profile's limits (a run: only those that can also lie in a
+feasible landing area) and possible permanent shadow, and gives
 the others the binned fractions below and lower bounds on the gap lengths:
 the longest runs of whole first-level cells their thresholds decide, one pass
 over the cells vectorised across 128 pixels (about 1.5 us per pixel and body

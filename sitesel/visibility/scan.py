@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,27 +257,26 @@ def _block_bounds(body, lo, hi, long_gap_steps, bounds):
 
 
 @njit(cache=True, parallel=True)
-def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_everywhere, eligible, limits,
+def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, scan, shadow_limit,
                        sun, earth, s_rad_mean, s_dist, e_dist, n_bins, e_window, s_binned, e_binned, dk,
                        long_night_steps, out):
     """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit, long
     nights, earth steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
 
-    A pixel is scanned over every step of ``sun`` and ``earth`` if ``exact_everywhere``,
-    or if it is ``eligible`` and its binned fractions (sun lit, disc, earth) reach
-    ``limits[:3]`` of the steps. Otherwise its counts are the binned ones and its gap
-    lengths the lower bounds of :func:`_block_bounds`, except that a pixel whose binned
-    sun-lit fraction is below ``limits[3]`` is scanned for the Sun until it is first lit:
-    one never lit gets its exact Sun layers (permanent shadow), one lit at least one step.
-    A pixel whose bounds show it never sees a body (every cell decided hidden) gets a
-    visible count of 0, which is then exact.
+    With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
+    Otherwise its counts are the binned ones and its gap lengths the lower bounds of
+    :func:`_block_bounds`, except that a pixel whose binned sun-lit fraction is below
+    ``shadow_limit`` is scanned for the Sun until it is first lit: one never lit gets
+    its exact Sun layers (permanent shadow), one lit at least one step. A pixel whose
+    bounds show it never sees a body (every cell decided hidden) gets a visible count
+    of 0, which is then exact.
     """
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
     n_steps = max(sun[0].shape[0], 1)
     # the scan's arguments are values, never literals, so that numba compiles it once, not once
     # per literal: no gap is longer than the span (the Earth's long gaps are not counted), and
-    # "until first lit" is "not scanning this pixel in full" (not scan)
+    # "until first lit" is "not scanning every pixel in full" (not scan)
     no_long_gap = n_steps + 1
     lanes = _BOUND_LANES
     for block in prange((n_pix + lanes - 1) // lanes):
@@ -302,40 +302,33 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, exact_
                 continue
             sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                        cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins, e_window)
-            # the binned lit count only decides what to scan: not needed when every pixel is scanned
+            # the binned lit count, for a pixel left binned
             n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
-                                      s_binned[4], not exact_everywhere, True)
+                                      s_binned[4], not scan, True)
             out[p, 1] = disc
-            scan = exact_everywhere
-            if not scan:
-                scan = eligible[p] and n_lit >= limits[0] * n_steps and disc >= limits[1] * n_steps
-                # the Earth's binned count: for a pixel left binned, or to test a limit on it
-                if not scan or limits[2] > 0.0:
-                    n_seen = _binned_sum(*earth_table, e_binned[0], e_binned[1], e_binned[2], dk, e_binned[3],
-                                         e_binned[3], True, False)[0]
-                    scan = scan and n_seen >= limits[2] * n_steps
-                    out[p, 5] = n_seen
-                out[p, 0] = n_lit
-                if not scan:
-                    sun_bound[b] = True
-                    if n_lit < limits[3] * n_steps:
-                        # possible permanent shadow: exact whether it is ever lit
-                        lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, not scan)
-                        if lit == 0:
-                            out[p, 0], out[p, 2], out[p, 3], out[p, 4] = 0.0, dark, lit_run, n_long
-                            sun_bound[b] = False
-                        else:
-                            out[p, 0] = max(n_lit, lit)
-                    if sun_bound[b]:
-                        _first_level_ranges(sun_table, sun, sun_lo, sun_hi, b)
-                        n_sun_bound += 1
-                    earth_bound[b] = True
-                    _first_level_ranges(earth_table, earth, earth_lo, earth_hi, b)
-                    n_earth_bound += 1
             out[p, 7] = 1.0 if scan else 0.0
             if scan:
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
                 out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, no_long_gap, not scan)
+                continue
+            out[p, 5] = _binned_sum(*earth_table, e_binned[0], e_binned[1], e_binned[2], dk, e_binned[3],
+                                    e_binned[3], True, False)[0]
+            out[p, 0] = n_lit
+            sun_bound[b] = True
+            if n_lit < shadow_limit * n_steps:
+                # possible permanent shadow: exact whether it is ever lit
+                lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, not scan)
+                if lit == 0:
+                    out[p, 0], out[p, 2], out[p, 3], out[p, 4] = 0.0, dark, lit_run, n_long
+                    sun_bound[b] = False
+                else:
+                    out[p, 0] = max(n_lit, lit)
+            if sun_bound[b]:
+                _first_level_ranges(sun_table, sun, sun_lo, sun_hi, b)
+                n_sun_bound += 1
+            earth_bound[b] = True
+            _first_level_ranges(earth_table, earth, earth_lo, earth_hi, b)
+            n_earth_bound += 1
         if n_sun_bound > 0:
             _write_bounds(sun, sun_lo, sun_hi, long_night_steps, sun_bound, n_steps, 0, 2, 3, 4, out[p0:p0 + n_lanes])
         if n_earth_bound > 0:
@@ -390,15 +383,29 @@ class ExactWhere:
     ``eligible`` (bool, the window's shape) marks the pixels that meet every
     constraint not about visibility (slope, roughness); those whose binned
     fractions also reach the ``min_*`` limits, less twice the binned error
-    bound, are scanned. Every pixel that can meet all the limits thus gets exact
-    values. Pixels whose binned sun-lit fraction is below that margin (possible
-    permanent shadow, which must be exact) are scanned for the Sun until first lit.
+    bound, are the candidates: every pixel that can meet all the limits is one.
+    ``support``, if given, narrows the candidates (a bool array of the window's
+    shape) to those that matter, e.g. the pixels that can lie in a feasible
+    landing area (:func:`sitesel.ranking.landing_support`); the candidates it
+    keeps are scanned. Pixels whose binned sun-lit fraction is below the margin
+    (possible permanent shadow, which must be exact) are scanned for the Sun
+    until first lit.
     """
 
     eligible: np.ndarray
     min_sun_lit_fraction: float = 0.0
     min_sun_disc_fraction: float = 0.0
     min_earth_visible_fraction: float = 0.0
+    support: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def candidates(self, counts: np.ndarray, n_steps: int) -> np.ndarray:
+        """The eligible pixels whose binned counts (``_visibility_kernel``'s columns: sun lit,
+        disc, Earth) can meet the limits, flat."""
+        limits = np.array([self.min_sun_lit_fraction, self.min_sun_disc_fraction,
+                           self.min_earth_visible_fraction]) - _BINNED_MARGIN
+        with np.errstate(invalid="ignore"):  # NaN at invalid pixels compares False
+            return (self.eligible.ravel() & (counts[:, 0] >= limits[0] * n_steps)
+                    & (counts[:, 1] >= limits[1] * n_steps) & (counts[:, 5] >= limits[2] * n_steps))
 
 
 def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, observer_height_m: float,
@@ -418,15 +425,17 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     observer_height_m : float
         Observer (eye) height above the ground, metres.
     progress : callable, optional
-        Called with the number of pixels finished after each chunk of ``PROGRESS_CHUNK_PX``
-        (e.g. ``tqdm.update``).
+        Called with the number of pixels finished after each chunk of about
+        ``PROGRESS_CHUNK_PX`` (e.g. ``tqdm.update``). With ``exact_where`` the scan of the
+        chosen pixels is a second pass, split into as many chunks (and calls) as the first.
     long_night_h : float
         Threshold for the ``n_long_nights`` layer, hours.
     exact_where : ExactWhere, optional
-        Scan only these pixels over every step (default: all). The others get the
-        binned fractions (within 0.5 percentage points, as
+        Scan only these pixels over every step (default: all). Every pixel first gets
+        the binned fractions (within 0.5 percentage points, as
         :func:`~sitesel.visibility.visibility_fractions`) and lower bounds on the
-        gap lengths (the runs of whole first-level cells their thresholds decide).
+        gap lengths (the runs of whole first-level cells their thresholds decide);
+        those then chosen (see :class:`ExactWhere`) are scanned.
 
     Returns
     -------
@@ -443,28 +452,35 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     sun, earth, s_binned, e_binned = _track_tables(track, n_bins)
     long_steps = max(1, int(np.ceil(long_night_h / track.step_hours - 1e-9)))
     n_pix = px.horizon_deg.shape[0]
-    if exact_where is None:
-        eligible = np.ones(n_pix, dtype=np.bool_)
-        limits = np.zeros(4)
-    else:
-        eligible = np.asarray(exact_where.eligible, dtype=np.bool_)
-        if eligible.shape != px.shape:
-            raise ValueError(f"exact_where.eligible has shape {eligible.shape}, expected {px.shape}")
-        eligible = np.ascontiguousarray(eligible.ravel())
-        limits = np.array([exact_where.min_sun_lit_fraction, exact_where.min_sun_disc_fraction,
-                           exact_where.min_earth_visible_fraction, 0.0]) - _BINNED_MARGIN
-        limits[3] = _BINNED_MARGIN
+    if exact_where is not None and np.shape(exact_where.eligible) != px.shape:
+        raise ValueError(f"exact_where.eligible has shape {np.shape(exact_where.eligible)}, expected {px.shape}")
     out = np.empty((n_pix, 8))
-    chunk = n_pix if progress is None else max(1, min(n_pix, PROGRESS_CHUNK_PX))
-    for a in range(0, n_pix, chunk):
-        b = min(a + chunk, n_pix)
-        _visibility_kernel(px.east[a:b], px.north[a:b], px.up[a:b], px.lon_deg[a:b], px.r_m[a:b],
-                           px.horizon_deg[a:b], px.valid[a:b], exact_where is None, eligible[a:b], limits,
-                           sun.scan_args, earth.scan_args,
-                           sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
-                           earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out[a:b])
-        if progress is not None:
-            progress(b - a)
+    n_chunks = 1 if progress is None else -(-n_pix // max(1, min(n_pix, PROGRESS_CHUNK_PX)))
+
+    def kernel(where, scan):
+        """The kernel over the pixels ``where`` (flat indices; a slice or an index array), in
+        ``n_chunks`` calls, into ``out[where]``."""
+        picked = (px.east[where], px.north[where], px.up[where], px.lon_deg[where], px.r_m[where],
+                  px.horizon_deg[where], px.valid[where])
+        n = picked[0].shape[0]
+        gathered = isinstance(where, np.ndarray)
+        part = np.empty((n, 8)) if gathered else out[where]
+        for a, b in ((n * i // n_chunks, n * (i + 1) // n_chunks) for i in range(n_chunks)):
+            _visibility_kernel(*(v[a:b] for v in picked), scan, _BINNED_MARGIN, sun.scan_args, earth.scan_args,
+                               sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
+                               earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, part[a:b])
+            if progress is not None:
+                progress(b - a)
+        if gathered:
+            out[where] = part
+
+    # every pixel exact; or binned with lower bounds, then the candidates that matter scanned
+    kernel(slice(None), exact_where is None)
+    if exact_where is not None:
+        scanned = exact_where.candidates(out, len(track))
+        if exact_where.support is not None:
+            scanned &= np.asarray(exact_where.support(scanned.reshape(px.shape)), dtype=bool).ravel()
+        kernel(np.flatnonzero(scanned), True)
 
     n_steps = max(len(track), 1)
     dt = track.step_hours
