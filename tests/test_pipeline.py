@@ -128,7 +128,8 @@ def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
     assert np.isfinite(result.layers["longest_night_h"][valid]).all()
 
 
-def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, monkeypatch):
+@pytest.mark.parametrize("refined", [False, True])
+def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, monkeypatch, refined):
     seen = []
 
     class Recorder:
@@ -152,10 +153,12 @@ def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, m
 
     monkeypatch.setattr(pipeline, "Progress", Recorder)
     monkeypatch.setattr(pipeline.scan, "PROGRESS_CHUNK_PX", 100)  # several chunks per 24 px tile
+    if refined:
+        monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
     pipeline.compute(terrain, small_config(years=1), tile_dir=tmp_path, quiet=True)
     bar = next(r for r in seen if r.total > 100)
-    # tiles of 24 and 16 px: 2 heights x (72 azimuths + chunks of 100 px)
-    assert bar.total == 2 * (4 * 72 + 6 + 2 * 4 + 3)
+    # tiles of 24 and 16 px: 2 heights x (72 azimuths + chunks of 100 px, twice in a refined run: binned, then scanned)
+    assert bar.total == 2 * (4 * 72 + (2 if refined else 1) * (6 + 2 * 4 + 3))
     assert bar.n == bar.total
 
 

@@ -404,7 +404,7 @@ class ExactWhere:
         limits = np.array([self.min_sun_lit_fraction, self.min_sun_disc_fraction,
                            self.min_earth_visible_fraction]) - _BINNED_MARGIN
         with np.errstate(invalid="ignore"):  # NaN at invalid pixels compares False
-            return (self.eligible.ravel() & (counts[:, 0] >= limits[0] * n_steps)
+            return (np.asarray(self.eligible, dtype=bool).ravel() & (counts[:, 0] >= limits[0] * n_steps)
                     & (counts[:, 1] >= limits[1] * n_steps) & (counts[:, 5] >= limits[2] * n_steps))
 
 
