@@ -356,6 +356,11 @@ def _write_bounds(body, lo, hi, long_gap_steps, bound, n_steps, count_col, off_c
 #: Pixels per call of ``progress`` in :func:`visibility_layers`.
 PROGRESS_CHUNK_PX = 4096
 
+#: Fewest pixels per kernel call when :func:`visibility_layers` scans the pixels it chose: a
+#: call's blocks of ``_BOUND_LANES`` pixels are split evenly between the threads, so a few
+#: blocks of uneven cost leave a thread idle (600-pixel calls were 20% slower).
+_SCAN_CALL_PX = 8192
+
 #: Margin (fraction) on the binned fractions when choosing the pixels to scan: twice
 #: their error bound, so every pixel whose exact fraction meets a limit is scanned.
 _BINNED_MARGIN = 0.01
@@ -427,7 +432,8 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     progress : callable, optional
         Called with the number of pixels finished after each chunk of about
         ``PROGRESS_CHUNK_PX`` (e.g. ``tqdm.update``). With ``exact_where`` the scan of the
-        chosen pixels is a second pass, split into as many chunks (and calls) as the first.
+        chosen pixels is a second pass, reported by as many calls again (each with its
+        share of the window's pixels).
     long_night_h : float
         Threshold for the ``n_long_nights`` layer, hours.
     exact_where : ExactWhere, optional
@@ -457,30 +463,37 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     out = np.empty((n_pix, 8))
     n_chunks = 1 if progress is None else -(-n_pix // max(1, min(n_pix, PROGRESS_CHUNK_PX)))
 
-    def kernel(where, scan):
-        """The kernel over the pixels ``where`` (flat indices; a slice or an index array), in
-        ``n_chunks`` calls, into ``out[where]``."""
+    def kernel(where, scan, call_px):
+        """The kernel over the pixels ``where`` (flat indices; a slice or an index array) into
+        ``out[where]``, in calls of about ``call_px`` pixels or more, then ``n_chunks`` calls
+        of ``progress`` in all (spread over the kernel's calls), each with its share of the
+        window's pixels."""
         picked = (px.east[where], px.north[where], px.up[where], px.lon_deg[where], px.r_m[where],
                   px.horizon_deg[where], px.valid[where])
         n = picked[0].shape[0]
         gathered = isinstance(where, np.ndarray)
         part = np.empty((n, 8)) if gathered else out[where]
-        for a, b in ((n * i // n_chunks, n * (i + 1) // n_chunks) for i in range(n_chunks)):
+        n_calls = 1 if progress is None else max(1, min(n_chunks, n // max(1, call_px)))
+        reported = 0
+        for i in range(n_calls):
+            a, b = n * i // n_calls, n * (i + 1) // n_calls
             _visibility_kernel(*(v[a:b] for v in picked), scan, _BINNED_MARGIN, sun.scan_args, earth.scan_args,
                                sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
                                earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, part[a:b])
             if progress is not None:
-                progress(b - a)
+                for k in range(reported, n_chunks * (i + 1) // n_calls):
+                    progress(n_pix * (k + 1) // n_chunks - n_pix * k // n_chunks)
+                reported = n_chunks * (i + 1) // n_calls
         if gathered:
             out[where] = part
 
     # every pixel exact; or binned with lower bounds, then the candidates that matter scanned
-    kernel(slice(None), exact_where is None)
+    kernel(slice(None), exact_where is None, PROGRESS_CHUNK_PX)
     if exact_where is not None:
         scanned = exact_where.candidates(out, len(track))
         if exact_where.support is not None:
             scanned &= np.asarray(exact_where.support(scanned.reshape(px.shape)), dtype=bool).ravel()
-        kernel(np.flatnonzero(scanned), True)
+        kernel(np.flatnonzero(scanned), True, _SCAN_CALL_PX)
 
     n_steps = max(len(track), 1)
     dt = track.step_hours
