@@ -257,11 +257,12 @@ def _block_bounds(body, lo, hi, long_gap_steps, bounds):
 
 
 @njit(cache=True, parallel=True)
-def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, scan, shadow_limit,
+def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels, scan, shadow_limit,
                        sun, earth, s_rad_mean, s_dist, e_dist, n_bins, e_window, s_binned, e_binned, dk,
                        long_night_steps, out):
-    """out[:, :] columns: sun steps lit, disc sum (binned), longest dark, longest lit, long
-    nights, earth steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
+    """For the pixels ``pixels`` (indices into the per-pixel arrays), rows of ``out`` with the
+    columns: sun steps lit, disc sum (binned), longest dark, longest lit, long nights, earth
+    steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
 
     With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
     Otherwise its counts are the binned ones and its gap lengths the lower bounds of
@@ -271,7 +272,8 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, scan, 
     bounds show it never sees a body (every cell decided hidden) gets a visible count
     of 0, which is then exact.
     """
-    n_pix, n_az = horizon_deg.shape
+    n_pix = pixels.size
+    n_az = horizon_deg.shape[1]
     cos_b, sin_b = _bearing_cos_sin(n_az)
     n_steps = max(sun[0].shape[0], 1)
     # the scan's arguments are values, never literals, so that numba compiles it once, not once
@@ -293,7 +295,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, scan, 
         n_sun_bound = 0
         n_earth_bound = 0
         for b in range(n_lanes):
-            p = p0 + b
+            p = pixels[p0 + b]
             sun_bound[b] = False
             earth_bound[b] = False
             for c in range(out.shape[1]):
@@ -330,27 +332,28 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, scan, 
             _first_level_ranges(earth_table, earth, earth_lo, earth_hi, b)
             n_earth_bound += 1
         if n_sun_bound > 0:
-            _write_bounds(sun, sun_lo, sun_hi, long_night_steps, sun_bound, n_steps, 0, 2, 3, 4, out[p0:p0 + n_lanes])
+            _write_bounds(sun, sun_lo, sun_hi, long_night_steps, sun_bound, n_steps, 0, 2, 3, 4, out,
+                          pixels[p0:p0 + n_lanes])
         if n_earth_bound > 0:
             _write_bounds(earth, earth_lo, earth_hi, no_long_gap, earth_bound, n_steps, 5, 6, -1, -1,
-                          out[p0:p0 + n_lanes])
+                          out, pixels[p0:p0 + n_lanes])
 
 
 @njit(cache=True)
-def _write_bounds(body, lo, hi, long_gap_steps, bound, n_steps, count_col, off_col, on_col, long_col, out):
-    """:func:`_block_bounds` of one body into the columns of ``out`` (a block's rows) of the lanes
-    marked ``bound``: longest hidden run, longest visible run, long hidden runs (a column < 0:
+def _write_bounds(body, lo, hi, long_gap_steps, bound, n_steps, count_col, off_col, on_col, long_col, out, rows):
+    """:func:`_block_bounds` of one body into the columns of ``out``, rows ``rows`` (a block's
+    pixels), of the lanes marked ``bound``: longest hidden run, longest visible run, long hidden runs (a column < 0:
     not kept). A pixel whose every cell is decided hidden never sees the body: its visible
     count ``count_col`` is 0, exactly."""
     bounds = np.empty((3, _BOUND_LANES))
     _block_bounds(body, lo, hi, long_gap_steps, bounds)
-    for b in range(out.shape[0]):
+    for b in range(rows.size):
         if bound[b]:
             for col, value in ((off_col, bounds[0, b]), (on_col, bounds[1, b]), (long_col, bounds[2, b])):
                 if col >= 0:
-                    out[b, col] = value
+                    out[rows[b], col] = value
             if bounds[0, b] == n_steps:
-                out[b, count_col] = 0.0
+                out[rows[b], count_col] = 0.0
 
 
 #: Pixels per call of ``progress`` in :func:`visibility_layers`.
@@ -463,32 +466,25 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     out = np.empty((n_pix, 8))
     n_chunks = 1 if progress is None else -(-n_pix // max(1, min(n_pix, PROGRESS_CHUNK_PX)))
 
-    def kernel(where, scan, call_px):
-        """The kernel over the pixels ``where`` (flat indices; a slice or an index array) into
-        ``out[where]``, in calls of about ``call_px`` pixels or more, then ``n_chunks`` calls
-        of ``progress`` in all (spread over the kernel's calls), each with its share of the
-        window's pixels."""
-        picked = (px.east[where], px.north[where], px.up[where], px.lon_deg[where], px.r_m[where],
-                  px.horizon_deg[where], px.valid[where])
-        n = picked[0].shape[0]
-        gathered = isinstance(where, np.ndarray)
-        part = np.empty((n, 8)) if gathered else out[where]
+    def kernel(pixels, scan, call_px):
+        """The kernel over ``pixels`` (flat indices, increasing) into their rows of ``out``, in
+        calls of about ``call_px`` pixels or more, with ``n_chunks`` calls of ``progress`` in
+        all (spread over the kernel's calls), each with its share of the window's pixels."""
+        n = pixels.size
         n_calls = 1 if progress is None else max(1, min(n_chunks, n // max(1, call_px)))
         reported = 0
         for i in range(n_calls):
-            a, b = n * i // n_calls, n * (i + 1) // n_calls
-            _visibility_kernel(*(v[a:b] for v in picked), scan, _BINNED_MARGIN, sun.scan_args, earth.scan_args,
-                               sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m, n_bins,
-                               earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, part[a:b])
+            _visibility_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid,
+                               pixels[n * i // n_calls:n * (i + 1) // n_calls], scan, _BINNED_MARGIN, sun.scan_args,
+                               earth.scan_args, sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m,
+                               n_bins, earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out)
             if progress is not None:
                 for k in range(reported, n_chunks * (i + 1) // n_calls):
                     progress(n_pix * (k + 1) // n_chunks - n_pix * k // n_chunks)
                 reported = n_chunks * (i + 1) // n_calls
-        if gathered:
-            out[where] = part
 
     # every pixel exact; or binned with lower bounds, then the candidates that matter scanned
-    kernel(slice(None), exact_where is None, PROGRESS_CHUNK_PX)
+    kernel(np.arange(n_pix), exact_where is None, PROGRESS_CHUNK_PX)
     if exact_where is not None:
         scanned = exact_where.candidates(out, len(track))
         if exact_where.support is not None:
