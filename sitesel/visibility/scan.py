@@ -262,7 +262,8 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
                        long_night_steps, out):
     """For the pixels ``pixels`` (indices into the per-pixel arrays), rows of ``out`` with the
     columns: sun steps lit, disc sum (binned), longest dark, longest lit, long nights, earth
-    steps visible, longest blackout, scanned (1) or not (0); NaN where invalid.
+    steps visible, longest blackout, scanned (1) or not (0). ``out`` comes filled with NaN (and
+    stays so where invalid), but for the disc sums a first pass over the pixels wrote.
 
     With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
     Otherwise its counts are the binned ones and its gap lengths the lower bounds of
@@ -298,16 +299,16 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
             p = pixels[p0 + b]
             sun_bound[b] = False
             earth_bound[b] = False
-            for c in range(out.shape[1]):
-                out[p, c] = np.nan
             if not valid[p]:
                 continue
             sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                        cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins, e_window)
-            # the binned lit count, for a pixel left binned
-            n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
-                                      s_binned[4], not scan, True)
-            out[p, 1] = disc
+            # the binned lit count, for a pixel left binned, and the binned disc sum unless a first
+            # pass gave it
+            n_lit = 0.0
+            if not scan or np.isnan(out[p, 1]):
+                n_lit, out[p, 1] = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
+                                               s_binned[4], not scan, np.isnan(out[p, 1]))
             out[p, 7] = 1.0 if scan else 0.0
             if scan:
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
@@ -463,7 +464,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     n_pix = px.horizon_deg.shape[0]
     if exact_where is not None and np.shape(exact_where.eligible) != px.shape:
         raise ValueError(f"exact_where.eligible has shape {np.shape(exact_where.eligible)}, expected {px.shape}")
-    out = np.empty((n_pix, 8))
+    out = np.full((n_pix, 8), np.nan)
     n_chunks = 1 if progress is None else -(-n_pix // max(1, min(n_pix, PROGRESS_CHUNK_PX)))
 
     def kernel(pixels, scan, call_px):
