@@ -262,8 +262,9 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
                        long_night_steps, out):
     """For the pixels ``pixels`` (indices into the per-pixel arrays), rows of ``out`` with the
     columns: sun steps lit, disc sum (binned), longest dark, longest lit, long nights, earth
-    steps visible, longest blackout, scanned (1) or not (0). ``out`` comes filled with NaN (and
-    stays so where invalid), but for the disc sums a first pass over the pixels wrote.
+    steps visible, longest blackout, scanned (1) or not (0). ``out`` comes filled with NaN, and
+    stays so where invalid; a binned disc sum already there (from a first pass over the
+    pixels) is kept, not computed again.
 
     With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
     Otherwise its counts are the binned ones and its gap lengths the lower bounds of
@@ -306,9 +307,12 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
             # the binned lit count, for a pixel left binned, and the binned disc sum unless a first
             # pass gave it
             n_lit = 0.0
-            if not scan or np.isnan(out[p, 1]):
-                n_lit, out[p, 1] = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
-                                               s_binned[4], not scan, np.isnan(out[p, 1]))
+            need_disc = np.isnan(out[p, 1])
+            if not scan or need_disc:
+                n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
+                                          s_binned[4], not scan, need_disc)
+                if need_disc:
+                    out[p, 1] = disc
             out[p, 7] = 1.0 if scan else 0.0
             if scan:
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
@@ -343,9 +347,9 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
 @njit(cache=True)
 def _write_bounds(body, lo, hi, long_gap_steps, bound, n_steps, count_col, off_col, on_col, long_col, out, rows):
     """:func:`_block_bounds` of one body into the columns of ``out``, rows ``rows`` (a block's
-    pixels), of the lanes marked ``bound``: longest hidden run, longest visible run, long hidden runs (a column < 0:
-    not kept). A pixel whose every cell is decided hidden never sees the body: its visible
-    count ``count_col`` is 0, exactly."""
+    pixels), of the lanes marked ``bound``: longest hidden run, longest visible run, long
+    hidden runs (a column < 0: not kept). A pixel whose every cell is decided hidden never
+    sees the body: its visible count ``count_col`` is 0, exactly."""
     bounds = np.empty((3, _BOUND_LANES))
     _block_bounds(body, lo, hi, long_gap_steps, bounds)
     for b in range(rows.size):
