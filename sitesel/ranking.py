@@ -247,7 +247,7 @@ def _aggregate(score, feasible, footprints, percentile, centres, progress=None):
     out = np.full(score.shape, np.nan, dtype=np.float32)
     bin_index, runs = footprints
     # Out-of-grid and infeasible pixels get the level _BAD, above every score level.
-    pad = max(int(np.max(np.abs(np.concatenate(fp)))) for fp in runs if fp is not None)
+    pad = footprint_reach_px(runs)
     quantised = np.full((score.shape[0] + 2 * pad, score.shape[1] + 2 * pad), _BAD, dtype=np.uint16)
     inner = quantised[pad : pad + score.shape[0], pad : pad + score.shape[1]]
     inner[good] = np.rint(np.clip(score[good], 0.0, 1.0) * _LEVELS).astype(np.uint16)
