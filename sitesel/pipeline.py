@@ -18,6 +18,7 @@ import numpy as np
 from . import __version__
 from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
+from .figure_pool import FigurePool
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
 from .ranking import footprint_reach_px, landing_footprints, landing_support, rank_sites, region_to_mask
@@ -393,46 +394,44 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             folder = layer_dir / height_dir_name(height_m)
             folder.mkdir(exist_ok=True)
             layer_jobs += [(folder / f"{name}.tif", name, layers[name]) for name in HEIGHT_LAYERS]
-    with Progress(len(layer_jobs) + len(HEATMAPS) + len(result.sites), "writing outputs", unit="file",
-                  quiet=quiet) as bar:
-        for path, name, array in layer_jobs:
-            units, description = LAYER_INFO[name]
-            tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
-            outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
-            written.append(path)
-            bar.advance()
-        written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))
-        written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites))
-
-        plot_dir = out_dir / "plots"
-        plot_dir.mkdir(exist_ok=True)
-        figures = []
-        bounded = np.any(result.layers["visibility_exact"] == 0)
-        for name, (title, cmap) in HEATMAPS.items():
-            path = plot_dir / f"{name}.png"
-            log = name in HEATMAP_LOG
-            shown = title
-            if name in GAP_LAYERS and bounded:
-                shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
-            plots.heatmap(path, result.layers[name], grid, title=shown, label=title, units=LAYER_INFO[name][0],
-                          cmap=cmap, log=log, sites=result.sites, hillshade=result.terrain.height_m)
-            figures.append((shown, f"plots/{name}.png"))
-            written.append(path)
-            bar.advance()
-        for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
-            azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(len(horizon_deg)), site["lon"])
-            order = np.argsort(azimuth_deg)
-            path = plot_dir / f"horizon_site{site['rank']:02d}.png"
-            plots.horizon_mask(
-                path, azimuth_deg[order], horizon_deg[order],
-                sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
-                earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
-                times=result.track.times_utc,
-                title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
-            )
-            figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
-            written.append(path)
-            bar.advance()
+    plot_dir = out_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    figures = []
+    figure_jobs = []
+    bounded = np.any(result.layers["visibility_exact"] == 0)
+    for name, (title, cmap) in HEATMAPS.items():
+        path = plot_dir / f"{name}.png"
+        shown = title
+        if name in GAP_LAYERS and bounded:
+            shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
+        figure_jobs.append(partial(plots.heatmap, path, result.layers[name], grid, title=shown, label=title,
+                                   units=LAYER_INFO[name][0], cmap=cmap, log=name in HEATMAP_LOG,
+                                   sites=result.sites, hillshade=result.terrain.height_m))
+        figures.append((shown, f"plots/{name}.png"))
+    for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
+        azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(len(horizon_deg)), site["lon"])
+        order = np.argsort(azimuth_deg)
+        path = plot_dir / f"horizon_site{site['rank']:02d}.png"
+        figure_jobs.append(partial(
+            plots.horizon_mask, path, azimuth_deg[order], horizon_deg[order],
+            sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
+            earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
+            times=result.track.times_utc,
+            title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
+        ))
+        figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
+    with Progress(len(layer_jobs) + len(figure_jobs), "writing outputs", unit="file", quiet=quiet) as bar:
+        with FigurePool(figure_jobs, on_done=bar.advance) as drawing:
+            # the figures are drawn in other processes while this one writes the layers
+            for path, name, array in layer_jobs:
+                units, description = LAYER_INFO[name]
+                tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
+                outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
+                written.append(path)
+                bar.advance()
+            written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))
+            written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites))
+            written += drawing.wait()
     start, end, step_hours = resolve_period(config["time"])
     heights_m = list(result.height_layers)
     run_info = {
