@@ -5,7 +5,8 @@ figure at a time; forked processes draw as many as the run has threads. Fork is
 the only start method that does not run the caller's main module again in each
 worker (an unguarded user script would run its whole pipeline once per worker),
 so figures are drawn in worker processes on Linux only, and in this process
-elsewhere.
+elsewhere. A forked worker also inherits the figures themselves: their arrays (a
+full-size layer and the heights it is shaded with) are never pickled.
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numba
 
 
+#: The figures of each open pool, by key: the pool's workers are forked while they are here
+#: and call them from their own copy of this dict (only the key and index are sent).
+_FIGURES: dict[int, list[Callable]] = {}
+
+
+def _draw(key: int, index: int):
+    return _FIGURES[key][index]()
+
+
 def figure_processes(n_figures: int) -> int:
     """Worker processes for ``n_figures`` figures: one per thread the run may use
     (``numba.get_num_threads()``, i.e. ``NUMBA_NUM_THREADS``), at most one per figure;
@@ -27,7 +37,7 @@ def figure_processes(n_figures: int) -> int:
 
 
 class FigurePool:
-    """Draw ``figures`` (picklable callables, e.g. ``functools.partial(plots.heatmap, path, ...)``,
+    """Draw ``figures`` (callables, e.g. ``functools.partial(plots.heatmap, path, ...)``,
     each writing one file and returning what the caller keeps, e.g. its path)::
 
         with FigurePool(figures, on_done=bar.advance) as drawing:
@@ -49,8 +59,9 @@ class FigurePool:
         self._pool = None
         self._futures = []
         if processes > 0:
+            _FIGURES[id(self)] = self._figures
             self._pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"))
-            self._futures = [self._pool.submit(figure) for figure in self._figures]
+            self._futures = [self._pool.submit(_draw, id(self), i) for i in range(len(self._figures))]
 
     def wait(self) -> list:
         """Every figure's return value, in the order given, once all are drawn."""
@@ -75,3 +86,4 @@ class FigurePool:
     def __exit__(self, exc_type, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+            _FIGURES.pop(id(self), None)

@@ -65,3 +65,19 @@ def test_figure_processes_follow_the_thread_count():
         assert figure_processes(10) in (0, min(10, threads))  # 0 where processes cannot fork
     finally:
         numba.set_num_threads(threads)
+
+
+def test_workers_inherit_the_figures_instead_of_unpickling_them(tmp_path):
+    import threading
+
+    lock = threading.Lock()  # cannot be pickled: a figure holding it only runs where it was inherited
+
+    def figure(i):
+        with lock:
+            path = tmp_path / f"{i}.txt"
+            path.write_text(str(i))
+            return path
+
+    with FigurePool([partial(figure, i) for i in range(3)], processes=2) as drawing:
+        paths = drawing.wait()
+    assert [p.read_text() for p in paths] == ["0", "1", "2"]
