@@ -81,3 +81,16 @@ def test_workers_inherit_the_figures_instead_of_unpickling_them(tmp_path):
     with FigurePool([partial(figure, i) for i in range(3)], processes=2) as drawing:
         paths = drawing.wait()
     assert [p.read_text() for p in paths] == ["0", "1", "2"]
+
+
+def test_a_worker_that_dies_is_reported(tmp_path):
+    import os
+
+    def figure(i):
+        if i == 1:
+            os._exit(3)  # as if killed, e.g. out of memory
+        return i
+
+    with pytest.raises(RuntimeError, match="figure worker process died .exit code 3"):
+        with FigurePool([partial(figure, i) for i in range(4)], processes=2) as drawing:
+            drawing.wait()
