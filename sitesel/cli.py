@@ -17,6 +17,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .constants import MAX_AZIMUTHS, MAX_OBSERVER_HEIGHT_M, MIN_AZIMUTHS
 from .errors import SiteselError
 
 EXIT_INPUT_ERROR = 2
@@ -225,12 +226,12 @@ def _dask_client(workers, scheduler):
 @click.argument("lat", type=float)
 @click.argument("lon", type=float)
 @click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path), help="DEM file.")
-@click.option("--height-m", type=click.FloatRange(0.0, 1000.0), default=2.0, show_default=True,
+@click.option("--height-m", type=click.FloatRange(0.0, MAX_OBSERVER_HEIGHT_M), default=2.0, show_default=True,
               help="Observer height above the surface, metres.")
 @click.option("--start", default="2027-01-01", show_default=True, help="Start date (UTC ISO).")
 @click.option("--end", default=None, help="End date (UTC ISO, exclusive; default one year after start).")
 @click.option("--step-hours", type=float, default=1.0, show_default=True, help="Time step, hours.")
-@click.option("--azimuths", type=click.IntRange(8, 7200), default=360, show_default=True, help="Horizon azimuths.")
+@click.option("--azimuths", type=click.IntRange(MIN_AZIMUTHS, MAX_AZIMUTHS), default=360, show_default=True, help="Horizon azimuths.")
 @click.option("--max-distance-km", type=click.FloatRange(0.1, 2000.0), default=150.0, show_default=True,
               help="Horizon search distance, km.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")

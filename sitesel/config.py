@@ -41,10 +41,12 @@ Example::
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import fields
 from pathlib import Path
 
+from .constants import MAX_AZIMUTHS, MAX_OBSERVER_HEIGHT_M, MIN_AZIMUTHS
 from .errors import SiteselError
 from .terrain.region import Region, region_from_config
 
@@ -82,6 +84,8 @@ def _check_type(where: str, value, types):
     # bool is an int subclass in Python; a boolean is never a valid number here.
     if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
         raise SiteselError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SiteselError(f"{where}: expected a finite number, got {value!r}")
 
 
 def default_config() -> dict:
@@ -130,18 +134,23 @@ def _check_values(config: dict, source: str):
         raise SiteselError(f"{source}: time.step_hours must be positive, got {t['step_hours']}")
     if "years" in t and t["years"] <= 0:
         raise SiteselError(f"{source}: time.years must be positive, got {t['years']}")
-    if config["horizon"]["azimuths"] < 8:
-        raise SiteselError(f"{source}: horizon.azimuths must be at least 8, got {config['horizon']['azimuths']}")
+    if not MIN_AZIMUTHS <= config["horizon"]["azimuths"] <= MAX_AZIMUTHS:
+        raise SiteselError(f"{source}: horizon.azimuths must be {MIN_AZIMUTHS} to {MAX_AZIMUTHS} "
+                           f"(0.05 deg apart), got {config['horizon']['azimuths']}")
     if config["horizon"]["max_distance_km"] <= 0:
         raise SiteselError(f"{source}: horizon.max_distance_km must be positive")
     if config["horizon"]["halo_km"] < 0:
         raise SiteselError(f"{source}: horizon.halo_km must be >= 0")
     heights = config["observer"]["height_m"]
     for height in heights if isinstance(heights, list) else [heights]:
-        if isinstance(height, bool) or not isinstance(height, _NUMBER) or height < 0:
-            raise SiteselError(f"{source}: observer.height_m must be a number >= 0 or a list of them, got {height!r}")
-    if isinstance(heights, list) and (not heights or len(set(heights)) != len(heights)):
-        raise SiteselError(f"{source}: observer.height_m must list distinct heights, got {heights!r}")
+        if (isinstance(height, bool) or not isinstance(height, _NUMBER)
+                or not 0.0 <= height <= MAX_OBSERVER_HEIGHT_M):
+            raise SiteselError(f"{source}: observer.height_m must be a number of metres from 0 to "
+                               f"{MAX_OBSERVER_HEIGHT_M:g} or a list of them, got {height!r}")
+    if isinstance(heights, list) and not heights:
+        raise SiteselError(f"{source}: observer.height_m is an empty list: give at least one height, e.g. [2.0]")
+    if isinstance(heights, list) and len(set(heights)) != len(heights):
+        raise SiteselError(f"{source}: observer.height_m lists a height twice, got {heights!r}")
     if config["surface"]["baseline_m"] <= 0:
         raise SiteselError(f"{source}: surface.baseline_m must be positive")
     if config["run"]["tile_px"] < 16:
@@ -194,7 +203,10 @@ def resolve_period(time_config: dict) -> tuple[str, str, float]:
     except ValueError:
         raise SiteselError(f"time.start '{start}' is not an ISO date (use e.g. 2027-01-01)") from None
     if "years" in time_config:
-        end = t0 + timedelta(days=365.25 * float(time_config["years"]))
+        try:
+            end = t0 + timedelta(days=365.25 * float(time_config["years"]))
+        except OverflowError:
+            raise SiteselError(f"time.years = {time_config['years']} runs past the ephemeris, which ends in 2050") from None
     else:
         end = t0.replace(year=t0.year + 1, day=min(t0.day, 28) if t0.month == 2 else t0.day)
     return start, end.isoformat(timespec="seconds"), step_hours

@@ -17,3 +17,9 @@ SOUTH_POLAR_STEREO_PROJ = (
 #: Coverage of the Moon orientation kernel moon_pa_de421_1900-2050.bpc (UTC).
 EPHEMERIS_FIRST_DATE = "1900-01-01"
 EPHEMERIS_LAST_DATE = "2050-12-31"
+
+#: Horizon azimuths allowed, in config files and ``sitesel site --azimuths``.
+MIN_AZIMUTHS, MAX_AZIMUTHS = 8, 7200
+
+#: Highest observer (mast or tower) height, metres, in config files and ``sitesel site --height-m``.
+MAX_OBSERVER_HEIGHT_M = 1000.0

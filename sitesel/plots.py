@@ -271,7 +271,8 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
         Colour map and limits (default: the finite data range); values beyond a
         given limit take its colour, and the colour bar shows an arrow.
     log : bool
-        Logarithmic colour scale, from the least positive value by default.
+        Logarithmic colour scale, from the least positive value by default (linear
+        if no value is positive).
     sites : list of dict, optional
         Ranked sites (``rank``, ``x_m``, ``y_m``, ``lon`` and the ellipse
         columns), drawn as numbered markers with their landing ellipses.
@@ -289,6 +290,10 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
     left, bottom, right, top = grid.bounds_m
     extent_km = (left / 1e3, right / 1e3, bottom / 1e3, top / 1e3)
     finite = view[np.isfinite(view) & ((view > 0.0) if log else True)]
+    if log and not finite.size:
+        # nothing positive to put on a log scale (e.g. no pixel has any night): a linear scale from 0
+        log = False
+        finite = view[np.isfinite(view)]
     below = vmin is not None and finite.size and finite.min() < vmin
     above = vmax is not None and finite.size and finite.max() > vmax
     vmin = float(finite.min()) if vmin is None and finite.size else (0.0 if vmin is None else vmin)
@@ -297,7 +302,9 @@ def heatmap(path, layer, grid: Grid, *, title, units, cmap="viridis", vmin=None,
     rows, cols = grid.shape
     fig = _new_figure(7.5, min(max(5.6 * rows / cols + 1.2, 3.5), 9.0))
     ax = fig.add_subplot()
-    norm = (LogNorm if log else Normalize)(vmin=vmin, vmax=max(vmax, vmin))
+    if vmax <= vmin:  # a constant layer: a unit-wide scale from its value, not one around it
+        vmax = vmin * 10.0 if log else vmin + 1.0
+    norm = (LogNorm if log else Normalize)(vmin=vmin, vmax=vmax)
     colours = colormaps[cmap].with_extremes(bad=_NODATA_GREY)
     if hillshade is None:
         image = ax.imshow(view, extent=extent_km, cmap=colours, norm=norm, interpolation="nearest", zorder=2)

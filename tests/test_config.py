@@ -18,6 +18,8 @@ def test_years_span():
     start, end, step = resolve_period({"start": "2027-01-01", "years": 18.6, "step_hours": 2.0})
     assert (start, step) == ("2027-01-01", 2.0)
     assert end.startswith("2045-08-07")
+    with pytest.raises(SiteselError, match="runs past the ephemeris"):
+        resolve_period({"start": "2027-01-01", "years": 1e12, "step_hours": 2.0})
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,14 @@ def test_years_span():
         ({"time": {"step_hours": 0}}, "step_hours must be positive"),
         ({"region": {"centre_lat": -89}}, "unknown key 'region.centre_lat'"),
         ({"region": {"centre_lat_deg": -89.0}}, "must all be given"),
+        ({"time": {"years": float("inf")}}, "key 'time.years': expected a finite number, got inf"),
+        ({"surface": {"baseline_m": float("nan")}}, "key 'surface.baseline_m': expected a finite number, got nan"),
+        ({"observer": {"height_m": 1e9}}, "observer.height_m must be a number of metres from 0 to 1000"),
+        ({"observer": {"height_m": [2.0, float("inf")]}}, "from 0 to 1000 or a list of them, got inf"),
+        ({"observer": {"height_m": []}}, "observer.height_m is an empty list: give at least one height"),
+        ({"observer": {"height_m": [2, 2]}}, "observer.height_m lists a height twice"),
+        ({"horizon": {"azimuths": 100_000_000}}, "horizon.azimuths must be 8 to 7200"),
+        ({"horizon": {"azimuths": 4}}, "horizon.azimuths must be 8 to 7200"),
     ],
 )
 def test_bad_keys_and_types_are_named(raw, message):

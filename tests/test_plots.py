@@ -179,3 +179,12 @@ def test_horizon_mask_without_bodies(tmp_path):
     azimuth_deg = np.arange(360.0)
     path = plots.horizon_mask(tmp_path / "h.png", azimuth_deg, np.full(360, -0.087), title="bare sphere, h = 2 m")
     assert _png_size(path)[0] > 1000
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_heatmap_of_a_constant_layer_has_a_scale_from_its_value(tmp_path, log):
+    # e.g. a map on which no pixel has any night: nothing positive for a log scale
+    grid, height_m, _ = _scene(shape=(40, 50))
+    path = plots.heatmap(tmp_path / "zero.png", np.zeros(grid.shape, np.float32), grid, title="Longest night",
+                         units="h", log=log, hillshade=height_m)
+    assert _png_size(path)[0] > 500
