@@ -20,6 +20,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -105,6 +106,43 @@ def check_writable(out_dir) -> Path:
         reason = exc.strerror or str(exc)
         raise SiteselError(f"output directory '{out}' is not writable: {reason}; choose another with --out") from None
     return out
+
+
+@contextmanager
+def staged_outputs(out_dir):
+    """Yield a fresh staging folder inside ``out_dir``; when the block ends without an
+    error, move everything in it into ``out_dir``, each folder replacing the one of its
+    name as a whole (so no file of an earlier run is left beside the new ones), each
+    file by an atomic rename. On an error (Ctrl-C included) the staging folder is
+    removed and ``out_dir`` keeps the earlier run's outputs untouched. Other files in
+    ``out_dir`` (e.g. ``.tiles``) are left alone. A staging folder left by a process
+    that was killed is removed by the next run."""
+    out_dir = Path(out_dir)
+    for stale in out_dir.glob(f"{_STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = out_dir / f"{_STAGING_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        # the manifest last: its presence marks a complete set
+        for entry in sorted(staging.iterdir(), key=lambda e: (e.name == "manifest.json", e.name)):
+            target = out_dir / entry.name
+            if target.is_dir() and not target.is_symlink():
+                replaced = staging / f".replaced.{entry.name}"
+                target.rename(replaced)
+                try:
+                    entry.rename(target)
+                except BaseException:
+                    replaced.rename(target)
+                    raise
+            else:
+                os.replace(entry, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+#: Name prefix of the staging folders of :func:`staged_outputs`.
+_STAGING_PREFIX = ".sitesel-staging."
 
 
 def remove_empty_dirs(root) -> None:

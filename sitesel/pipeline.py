@@ -381,87 +381,90 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
     from . import outputs, plots, report
     from .terrain.grid import bearing_to_local_azimuth_deg
 
-    out_dir = Path(out_dir)
-    grid = result.terrain.grid
-    written: list[Path] = []
-    clock = time.perf_counter()
-    layer_dir = out_dir / "layers"
-    layer_dir.mkdir(parents=True, exist_ok=True)
-    several_heights = len(result.height_layers) > 1
-    layer_jobs = [(layer_dir / f"{name}.tif", name, result.layers[name]) for name in LAYER_INFO]
-    if several_heights:
-        for height_m, layers in result.height_layers.items():
-            folder = layer_dir / height_dir_name(height_m)
-            folder.mkdir(exist_ok=True)
-            layer_jobs += [(folder / f"{name}.tif", name, layers[name]) for name in HEIGHT_LAYERS]
-    plot_dir = out_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
-    figures = []
-    figure_jobs = []
-    bounded = np.any(result.layers["visibility_exact"] == 0)
-    for name, (title, cmap) in HEATMAPS.items():
-        path = plot_dir / f"{name}.png"
-        shown = title
-        if name in GAP_LAYERS and bounded:
-            shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
-        figure_jobs.append(partial(plots.heatmap, path, result.layers[name], grid, title=shown, label=title,
-                                   units=LAYER_INFO[name][0], cmap=cmap, log=name in HEATMAP_LOG,
-                                   sites=result.sites, hillshade=result.terrain.height_m))
-        figures.append((shown, f"plots/{name}.png"))
-    for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
-        azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(len(horizon_deg)), site["lon"])
-        order = np.argsort(azimuth_deg)
-        path = plot_dir / f"horizon_site{site['rank']:02d}.png"
-        figure_jobs.append(partial(
-            plots.horizon_mask, path, azimuth_deg[order], horizon_deg[order],
-            sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
-            earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
-            times=result.track.times_utc,
-            title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
-        ))
-        figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
-    with Progress(len(layer_jobs) + len(figure_jobs), "writing outputs", unit="file", quiet=quiet) as bar:
-        with FigurePool(figure_jobs, on_done=bar.advance) as drawing:
-            # the figures are drawn in other processes while this one writes the layers
-            for path, name, array in layer_jobs:
-                units, description = LAYER_INFO[name]
-                tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
-                outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
-                written.append(path)
-                bar.advance()
-            written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))
-            written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites))
-            written += drawing.wait()
-    start, end, step_hours = resolve_period(config["time"])
-    heights_m = list(result.height_layers)
-    run_info = {
-        "dem": result.terrain.provenance,
-        "region": config.get("region"),
-        "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track)},
-        "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
-        "azimuths": config["horizon"]["azimuths"],
-        "max_distance_km": config["horizon"]["max_distance_km"],
-        "profile": result.profile.name,
-        "grid": {"shape": list(grid.shape), "resolution_m": grid.resolution_m},
-        "layer_methods": {
-            method: ", ".join(name for name in result.layer_methods if result.layer_methods[name] == method)
-            for method in dict.fromkeys(result.layer_methods.values())
-        },
-        "sitesel": __version__,
-    }
-    comparison = height_comparison(result)
-    summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
-    landing = result.profile.ellipse_semi_major_m  # the disc radius for a disc
-    report_path = out_dir / "report.md"
-    report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary,
-                        height_comparison=comparison if several_heights else None,
-                        constraints=(result.constraint_summary, landing))
-    written.append(report_path)
-    timings = dict(result.timings_s)
-    timings["outputs"] = time.perf_counter() - clock
-    if total_time_s is not None:
-        timings["total"] = total_time_s
-    manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
-    outputs.write_json(out_dir / "manifest.json", manifest)
-    written.append(out_dir / "manifest.json")
-    return written
+    final_dir = Path(out_dir)
+    # everything is written into a staging folder, then moved into place: an interrupted run leaves the
+    # earlier run's outputs as they were, and a finished one leaves no file of an earlier run beside its own
+    with outputs.staged_outputs(final_dir) as out_dir:
+        grid = result.terrain.grid
+        written: list[Path] = []
+        clock = time.perf_counter()
+        layer_dir = out_dir / "layers"
+        layer_dir.mkdir(parents=True, exist_ok=True)
+        several_heights = len(result.height_layers) > 1
+        layer_jobs = [(layer_dir / f"{name}.tif", name, result.layers[name]) for name in LAYER_INFO]
+        if several_heights:
+            for height_m, layers in result.height_layers.items():
+                folder = layer_dir / height_dir_name(height_m)
+                folder.mkdir(exist_ok=True)
+                layer_jobs += [(folder / f"{name}.tif", name, layers[name]) for name in HEIGHT_LAYERS]
+        plot_dir = out_dir / "plots"
+        plot_dir.mkdir(exist_ok=True)
+        figures = []
+        figure_jobs = []
+        bounded = np.any(result.layers["visibility_exact"] == 0)
+        for name, (title, cmap) in HEATMAPS.items():
+            path = plot_dir / f"{name}.png"
+            shown = title
+            if name in GAP_LAYERS and bounded:
+                shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
+            figure_jobs.append(partial(plots.heatmap, path, result.layers[name], grid, title=shown, label=title,
+                                       units=LAYER_INFO[name][0], cmap=cmap, log=name in HEATMAP_LOG,
+                                       sites=result.sites, hillshade=result.terrain.height_m))
+            figures.append((shown, f"plots/{name}.png"))
+        for site, horizon_deg, series in zip(result.sites, result.site_horizons, result.site_series):
+            azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(len(horizon_deg)), site["lon"])
+            order = np.argsort(azimuth_deg)
+            path = plot_dir / f"horizon_site{site['rank']:02d}.png"
+            figure_jobs.append(partial(
+                plots.horizon_mask, path, azimuth_deg[order], horizon_deg[order],
+                sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
+                earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
+                times=result.track.times_utc,
+                title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
+            ))
+            figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
+        with Progress(len(layer_jobs) + len(figure_jobs), "writing outputs", unit="file", quiet=quiet) as bar:
+            with FigurePool(figure_jobs, on_done=bar.advance) as drawing:
+                # the figures are drawn in other processes while this one writes the layers
+                for path, name, array in layer_jobs:
+                    units, description = LAYER_INFO[name]
+                    tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
+                    outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
+                    written.append(path)
+                    bar.advance()
+                written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))
+                written.append(outputs.write_sites_geojson(out_dir / "sites.geojson", result.sites))
+                written += drawing.wait()
+        start, end, step_hours = resolve_period(config["time"])
+        heights_m = list(result.height_layers)
+        run_info = {
+            "dem": result.terrain.provenance,
+            "region": config.get("region"),
+            "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track)},
+            "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
+            "azimuths": config["horizon"]["azimuths"],
+            "max_distance_km": config["horizon"]["max_distance_km"],
+            "profile": result.profile.name,
+            "grid": {"shape": list(grid.shape), "resolution_m": grid.resolution_m},
+            "layer_methods": {
+                method: ", ".join(name for name in result.layer_methods if result.layer_methods[name] == method)
+                for method in dict.fromkeys(result.layer_methods.values())
+            },
+            "sitesel": __version__,
+        }
+        comparison = height_comparison(result)
+        summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
+        landing = result.profile.ellipse_semi_major_m  # the disc radius for a disc
+        report_path = out_dir / "report.md"
+        report.write_report(report_path, run=run_info, sites=result.sites, figures=figures, layers_summary=summary,
+                            height_comparison=comparison if several_heights else None,
+                            constraints=(result.constraint_summary, landing))
+        written.append(report_path)
+        timings = dict(result.timings_s)
+        timings["outputs"] = time.perf_counter() - clock
+        if total_time_s is not None:
+            timings["total"] = total_time_s
+        manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
+        outputs.write_json(out_dir / "manifest.json", manifest)
+        written.append(out_dir / "manifest.json")
+    return [final_dir / path.relative_to(out_dir) for path in written]

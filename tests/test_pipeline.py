@@ -203,3 +203,38 @@ def test_refined_run_scans_only_landing_areas_that_can_be_feasible(terrain, tmp_
     key = [(s["rank"], s["row"], s["col"], s["score"]) for s in exact.sites]
     assert key and key == [(s["rank"], s["row"], s["col"], s["score"]) for s in refined.sites]
     assert "lie in a landing area that can be feasible" in refined.layer_methods["longest_night_h"]
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_outputs_replace_an_earlier_runs_as_a_whole(exact_run, tmp_path):
+    config = small_config(years=2)
+    (tmp_path / "layers" / "h99m").mkdir(parents=True)
+    (tmp_path / "layers" / "h99m" / "psr.tif").write_bytes(b"old")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "horizon_site42.png").write_bytes(b"old")
+    (tmp_path / ".tiles").mkdir()
+    (tmp_path / ".tiles" / "tile0.npz").write_bytes(b"kept")
+    written = pipeline.write_outputs(exact_run, tmp_path, config, inputs=[], quiet=True)
+    files = _files(tmp_path)
+    assert all(path.is_file() and path.parent.is_relative_to(tmp_path) for path in written)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in written) == sorted(set(files) - {".tiles/tile0.npz"})
+    assert "layers/h99m/psr.tif" not in files and "plots/horizon_site42.png" not in files
+    assert "layers/h10m/psr.tif" in files and files[".tiles/tile0.npz"] == b"kept"
+
+
+def test_outputs_stopped_midway_leave_the_earlier_run_untouched(exact_run, tmp_path, monkeypatch):
+    config = small_config(years=2)
+    pipeline.write_outputs(exact_run, tmp_path, config, inputs=[], quiet=True)
+    before = _files(tmp_path)
+
+    def interrupted(result):  # runs after the layers and figures are written, before the report
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "height_comparison", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.write_outputs(exact_run, tmp_path, config, inputs=[], quiet=True)
+    assert _files(tmp_path) == before
+    assert not list(tmp_path.glob(".sitesel-staging*"))
