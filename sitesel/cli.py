@@ -244,6 +244,15 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
     """
     from .site import site_report
 
+    if not -90.0 <= lat <= 90.0 or not -360.0 <= lon <= 360.0:
+        raise SiteselError(f"LAT {lat:g} LON {lon:g} is not a point on the Moon: give LAT in -90..90 and LON "
+                           "in -180..180 (or 0..360) degrees")
+    if plot_path:
+        from .outputs import check_writable
+
+        if plot_path.suffix.lower() != ".png":
+            raise SiteselError(f"--plot {plot_path} must name a .png file (the horizon mask is drawn as a PNG)")
+        check_writable(plot_path.parent, hint="choose another --plot path")
     period = {"start": start, "step_hours": step_hours}
     if end:
         period["end"] = end
@@ -320,7 +329,7 @@ def synth(out_path, size, resolution_m, seed):
     from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
-    check_writable(out_path.parent if str(out_path.parent) else Path("."))
+    check_writable(out_path.parent if str(out_path.parent) else Path("."), hint="choose another OUT.tif path")
     write_terrain(out_path, synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed))
     click.echo(str(out_path))
 

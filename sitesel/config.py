@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import math
 import tomllib
+import datetime as _dt
 from dataclasses import fields
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def _type_names(types):
 def _check_type(where: str, value, types):
     # bool is an int subclass in Python; a boolean is never a valid number here.
     if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
-        raise SiteselError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}")
+        quote = " (write dates in quotes, e.g. \"2027-01-01\")" if isinstance(value, (_dt.date, _dt.time)) else ""
+        raise SiteselError(f"{where}: expected {_type_names(types)}, got {type(value).__name__} {value!r}{quote}")
     if isinstance(value, float) and not math.isfinite(value):
         raise SiteselError(f"{where}: expected a finite number, got {value!r}")
 

@@ -91,12 +91,14 @@ def write_text(path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable(out_dir) -> Path:
+def check_writable(out_dir, hint: str = "choose another with --out") -> Path:
     """Create ``out_dir`` if needed and prove a file can be written there.
 
-    Raises :class:`SiteselError` before any long computation starts.
+    Raises :class:`SiteselError` (ending with ``hint``) before any long computation starts.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SiteselError(f"output directory '{out}' is a file, not a directory; {hint}")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".sitesel-write-test.{os.getpid()}.{secrets.token_hex(4)}"
@@ -104,7 +106,7 @@ def check_writable(out_dir) -> Path:
         probe.unlink()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise SiteselError(f"output directory '{out}' is not writable: {reason}; choose another with --out") from None
+        raise SiteselError(f"output directory '{out}' is not writable: {reason}; {hint}") from None
     return out
 
 

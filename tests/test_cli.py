@@ -109,6 +109,29 @@ def test_site_plot(small_dem, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--plot", "{file}/mask.png"], ["output directory", "is a file, not a directory; choose another --plot path"]),
+        (["--plot", "{tmp}/mask.pdf"], ["must name a .png file"]),
+        (["--plot", "{tmp}/new/mask.png", "--azimuths", "7201"], []),  # click's own range error, exit 2
+    ],
+)
+def test_site_plot_path_is_checked_before_any_work(small_dem, tmp_path, capsys, args, fragments):
+    (tmp_path / "afile").write_text("")
+    args = [a.format(file=tmp_path / "afile", tmp=tmp_path) for a in args]
+    code, _, err = run_cli(["site", "-89.8", "100", "--dem", small_dem, *args], capsys)
+    if fragments:
+        assert_one_line_error(code, err, *fragments)
+    assert code == 2 and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_site_rejects_a_point_off_the_moon(small_dem, capsys):
+    code, _, err = run_cli(["site", "-89.5", "400", "--dem", small_dem], capsys)
+    assert_one_line_error(code, err, "LAT -89.5 LON 400 is not a point on the Moon")
+
+
 def test_point_outside_dem(small_dem, capsys):
     code, _, err = run_cli(["site", "-80", "0", "--dem", small_dem], capsys)
     assert_one_line_error(code, err, "point -80.0 0.0", "is outside")

@@ -45,6 +45,8 @@ def test_years_span():
         ({"observer": {"height_m": [2, 2]}}, "observer.height_m lists a height twice"),
         ({"horizon": {"azimuths": 100_000_000}}, "horizon.azimuths must be 8 to 7200"),
         ({"horizon": {"azimuths": 4}}, "horizon.azimuths must be 8 to 7200"),
+        ({"time": {"start": __import__("datetime").date(2027, 1, 1)}},
+         'expected string, got date datetime.date(2027, 1, 1) (write dates in quotes, e.g. "2027-01-01")'),
     ],
 )
 def test_bad_keys_and_types_are_named(raw, message):

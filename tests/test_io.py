@@ -424,7 +424,7 @@ def test_truncated_and_corrupt_files(tmp_path):
         ("EPSG:3031", "Earth"),  # Antarctic polar stereographic on WGS84
         ("EPSG:4326", "Earth"),
         ("+proj=stere +lat_0=-90 +lon_0=45 +k=1 +R=1737400 +units=m", "other projection parameters"),
-        (None, "no CRS"),
+        (None, "has no CRS; if it is on the LOLA south polar stereographic grid, set it, e.g. gdal_edit.py"),
     ],
 )
 def test_wrong_crs_is_rejected_naming_what_was_found(tmp_path, crs, message):
@@ -432,7 +432,7 @@ def test_wrong_crs_is_rejected_naming_what_was_found(tmp_path, crs, message):
     path = write_geotiff(tmp_path / "x.tif", h, grid, crs=crs)
     with pytest.raises(SiteselError, match=message) as err:
         read_terrain(path)
-    assert "expected" in str(err.value) or "south-polar" in str(err.value)
+    assert any(hint in str(err.value) for hint in ("expected", "south-polar", "gdal_edit.py -a_srs"))
     assert "\n" not in str(err.value)
 
 

@@ -41,6 +41,9 @@ def check_south_polar_crs(crs, path) -> None:
     """Raise :class:`SiteselError` unless ``crs`` is the LOLA south polar stereographic grid."""
     p = _proj_params(crs)
     expected = f"expected the lunar south polar stereographic grid ({SOUTH_POLAR_STEREO_PROJ})"
+    if not p:
+        raise SiteselError(f"{path}: the DEM has no CRS; if it is on the LOLA south polar stereographic grid, "
+                           f"set it, e.g. gdal_edit.py -a_srs '{SOUTH_POLAR_STEREO_PROJ}' {path}")
     found = _crs_label(crs)
     radius = p.get("R", p.get("a"))
     if p.get("b") not in (None, radius) or p.get("rf") not in (None, 0) or "ellps" in p or "datum" in p:
