@@ -121,10 +121,10 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     """Run the full pipeline on the built-in synthetic south pole.
 
     The analysed square (SIZE x RESOLUTION metres, centred on the pole) and
-    a 10 km halo are written to OUT/dem.tif so `sitesel site --dem
-    OUT/dem.tif` can probe it; the distant horizon comes from the same
-    synthetic world, 400 km wide at 1 km/px, so massifs 100+ km away (like
-    Malapert) shade it.
+    a 10 km halo are written to OUT/dem.tif; the distant horizon comes from the
+    same synthetic world, 400 km wide at 1 km/px (OUT/far_field.tif), so massifs
+    100+ km away (like Malapert) shade it. `sitesel site --dem OUT/dem.tif
+    --far-field OUT/far_field.tif` probes one point of it.
     """
     from .outputs import check_writable
     from .terrain.io import write_terrain
@@ -139,10 +139,11 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     terrain = synthetic_south_pole(size=size + 2 * halo_px, resolution_m=resolution_m, seed=seed)
     window = (slice(halo_px, halo_px + size), slice(halo_px, halo_px + size))
     far_field = synthetic_south_pole(size=DEMO_FAR_FIELD_PX, resolution_m=DEMO_FAR_FIELD_RESOLUTION_M, seed=seed)
-    dem_path = out_dir / "dem.tif"
+    dem_path, far_field_path = out_dir / "dem.tif", out_dir / "far_field.tif"
     write_terrain(dem_path, terrain)
-    _run_and_write(terrain, config, out_dir, inputs=[dem_path], resume=resume, quiet=quiet, far_field=far_field,
-                   window=window)
+    write_terrain(far_field_path, far_field)
+    _run_and_write(terrain, config, out_dir, inputs=[dem_path, far_field_path], resume=resume, quiet=quiet,
+                   far_field=far_field, window=window)
 
 
 @cli.command()
@@ -234,10 +235,13 @@ def _dask_client(workers, scheduler):
 @click.option("--azimuths", type=click.IntRange(MIN_AZIMUTHS, MAX_AZIMUTHS), default=360, show_default=True, help="Horizon azimuths.")
 @click.option("--max-distance-km", type=click.FloatRange(0.1, 2000.0), default=150.0, show_default=True,
               help="Horizon search distance, km.")
+@click.option("--far-field", "far_field_path", type=click.Path(path_type=Path), default=None,
+              help="A wider, coarser DEM for the distant horizon (as [dem] far_field; the demo writes OUT/far_field.tif).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Draw the horizon mask with the Sun's and Earth's paths to this PNG.")
-def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, as_json, plot_path):
+def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, far_field_path, as_json,
+         plot_path):
     """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees).
 
     LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
@@ -258,7 +262,7 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
         period["end"] = end
     summary, series = site_report(
         lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
-        max_distance_m=max_distance_km * 1e3,
+        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path,
     )
     if plot_path:
         from . import plots

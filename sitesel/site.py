@@ -12,18 +12,20 @@ from .errors import SiteselError
 from .horizon import bearings_deg, horizon_map
 from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
-from .terrain.io import open_dem, read_terrain
+from .terrain.io import open_dem, read_far_field, read_terrain
 from .terrain.region import Region
 
 
 def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: float = 2.0,
                 period: dict | None = None, n_azimuths: int = 360, max_distance_m: float = 150e3,
-                baseline_m: float = 20.0) -> tuple[dict, dict]:
+                baseline_m: float = 20.0, far_field_path=None) -> tuple[dict, dict]:
     """Summary (JSON-ready dict, DESIGN.md section 3) and time series for one point.
 
-    The DEM is read only within ``max_distance_m`` of the point. The horizon
-    is the exhaustive ray-march (the reference kernel): one pixel is cheap.
-    Returns ``(summary, series)``; ``series`` holds the per-step arrays.
+    The DEM is read only within ``max_distance_m`` of the point; beyond it, and
+    beyond the DEM's edge, terrain comes from ``far_field_path`` if given (a wider,
+    coarser DEM, as ``[dem] far_field`` in a run). The horizon is the exhaustive
+    ray-march (the reference kernel): one pixel is cheap. Returns ``(summary,
+    series)``; ``series`` holds the per-step arrays.
     """
     if not -90.0 <= lat_deg < 0.0:
         raise SiteselError(f"latitude {lat_deg} is not in the southern hemisphere; give degrees in [-90, 0)")
@@ -45,6 +47,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         # The search radius reaching past a small DEM is normal here: the horizon uses what there is.
         warnings.simplefilter("ignore")
         terrain = read_terrain(dem_path, region=region)
+    far_field = None if far_field_path is None else read_far_field(far_field_path, terrain, max_distance_m)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
     row, col = int(np.clip(np.rint(row_f), 0, terrain.shape[0] - 1)), int(np.clip(np.rint(col_f), 0, terrain.shape[1] - 1))
     ground_m = float(terrain.height_m[row, col])
@@ -53,7 +56,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
 
     rows, cols = slice(row, row + 1), slice(col, col + 1)
     horizon_deg = horizon_map(terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols,
-                              method="raymarch")[0, 0]
+                              method="raymarch", far_field=far_field)[0, 0]
     # Slope needs only the footprint: a small window around the pixel.
     pad = footprint_size_px(terrain.resolution_m, baseline_m) // 2 + 1
     window = terrain.window(slice(max(row - pad, 0), row + pad + 1), slice(max(col - pad, 0), col + pad + 1))

@@ -59,7 +59,7 @@ def test_demo_writes_every_design_output(demo_dir):
         with rasterio.open(demo_dir / "layers" / f"{name}.tif") as ds:
             assert ds.shape == (64, 64)
             assert "stere" in ds.crs.to_proj4()
-    for name in ("sites.csv", "sites.geojson", "report.md", "manifest.json", "dem.tif"):
+    for name in ("sites.csv", "sites.geojson", "report.md", "manifest.json", "dem.tif", "far_field.tif"):
         assert (demo_dir / name).stat().st_size > 0
     assert (demo_dir / "plots" / "score.png").is_file()
     assert list((demo_dir / "plots").glob("horizon_site*.png"))
@@ -86,6 +86,24 @@ def test_demo_is_reproducible_and_resumes(demo_dir, tmp_path, capsys):
     code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO, "--resume"], capsys)
     assert code == 0, err
     assert (out / "layers" / "score.tif").read_bytes() == (demo_dir / "layers" / "score.tif").read_bytes()
+
+
+def test_site_with_the_demos_far_field_sees_what_the_map_saw(demo_dir, capsys):
+    import csv
+
+    best = next(csv.DictReader((demo_dir / "sites.csv").open()))
+    common = ["site", best["lat"], best["lon"], "--dem", demo_dir / "dem.tif", "--azimuths", "180", "--step-hours",
+              "12", "--json"]
+    code, out, err = run_cli([*common, "--far-field", demo_dir / "far_field.tif"], capsys)
+    assert code == 0, err
+    with_far = json.loads(out)
+    # the same horizon as the map's, but ray-marched at the site's exact position
+    assert abs(with_far["sun_lit_fraction"] - float(best["sun_lit_fraction"])) < 0.01
+    assert abs(with_far["earth_visible_fraction"] - float(best["earth_visible_fraction"])) < 0.01
+    code, out, err = run_cli(common, capsys)
+    assert code == 0, err
+    # without it, the terrain beyond the DEM is a bare sphere at the site's own height
+    assert json.loads(out)["horizon_deg"] != with_far["horizon_deg"]
 
 
 def test_site_json(small_dem, capsys):
