@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from . import __version__
 from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
+from .errors import SiteselError
 from .figure_pool import FigurePool
 from .horizon import bearings_deg, horizon_map
 from .progress import Progress
@@ -181,6 +183,14 @@ def compute(
     rows_w, cols_w = window or (slice(0, terrain.shape[0]), slice(0, terrain.shape[1]))
     analysed = terrain.window(rows_w, cols_w)
     r0, c0 = rows_w.indices(terrain.shape[0])[0], cols_w.indices(terrain.shape[1])[0]
+    no_height = float(analysed.nodata.mean())
+    if no_height == 1.0:
+        raise SiteselError("the DEM has no heights (all nodata) in the area to analyse; pick a region it covers")
+    if no_height > 0.0:
+        warnings.warn(f"{100 * no_height:.2f}% of the area to analyse has no height (nodata holes or the edge of "
+                      "the DEM's coverage): those pixels are nodata in every layer (255 in psr) and never feasible, "
+                      "and their neighbours' horizons and slopes skip them; fill small holes first (e.g. "
+                      "gdal_fillnodata.py) to analyse them", stacklevel=2)
 
     def in_terrain(tile):
         rows, cols = tile
@@ -429,7 +439,11 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
                 for path, name, array in layer_jobs:
                     units, description = LAYER_INFO[name]
                     tags = {"method": result.layer_methods[name]} if name in result.layer_methods else None
-                    outputs.write_layer(path, array, grid, units=units, description=description, tags=tags)
+                    nodata = None
+                    if array.dtype.kind in "bu":  # 0/1 layers (psr): 255 where the DEM has no height
+                        array, nodata = np.where(result.terrain.nodata, 255, array).astype(np.uint8), 255
+                    outputs.write_layer(path, array, grid, units=units, description=description, tags=tags,
+                                        nodata=nodata)
                     written.append(path)
                     bar.advance()
                 written.append(outputs.write_sites_csv(out_dir / "sites.csv", result.sites))

@@ -257,9 +257,28 @@ def test_run_with_region_and_nan_holes(tmp_path, capsys):
         slope = ds.read(1)
     holes = ~np.isfinite(slope)
     assert holes.any()
-    # Holes are nodata and never feasible; pixels away from the holes keep finite values.
-    assert np.all(feasible[~np.isfinite(lit)] == 0)
+    with rasterio.open(out / "layers" / "psr.tif") as ds:
+        assert ds.nodata == 255
+        psr = ds.read(1)
+    no_height = psr == 255  # the DEM's own holes; slope is NaN around them too (its footprint reaches them)
+    assert no_height.any() and np.all(holes[no_height])
+    assert set(np.unique(psr[~no_height])) <= {0, 1}
+    # Holes are nodata (255 in the 0/1 layers) and never feasible; pixels away from the holes keep finite values.
+    np.testing.assert_array_equal(feasible == 255, no_height)
+    assert np.all(feasible[~np.isfinite(lit) & ~no_height] == 0)
     assert np.isfinite(lit).mean() > 0.8
+    # the run says how much of the area has no height, in one warning line
+    warning = [line for line in err.splitlines() if line.startswith("sitesel: warning:")]
+    assert len(warning) == 1 and f"{100 * no_height.mean():.2f}% of the area to analyse has no height" in warning[0]
+
+def test_run_on_an_area_without_any_height_is_refused(tmp_path, capsys):
+    terrain = synthetic_south_pole(size=64, resolution_m=400.0, seed=5)
+    terrain.height_m[:] = np.nan
+    write_terrain(tmp_path / "empty.tif", terrain)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[dem]\npath = "empty.tif"\n[time]\nstep_hours = 24\n[horizon]\nazimuths = 36\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert_one_line_error(code, err, "no heights (all nodata)")
 
 
 def test_huge_dem_without_region_is_refused(small_dem, tmp_path, capsys, monkeypatch):
