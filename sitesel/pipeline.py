@@ -26,7 +26,7 @@ from .progress import Progress
 from .ranking import footprint_reach_px, landing_footprints, landing_support, rank_sites, region_to_mask
 from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
                       score_layers)
-from .surface import slope_roughness
+from .surface import footprint_size_px, slope_roughness
 from .terrain.model import Terrain
 from .tiling import TileStore, run_key, run_tiles, tile_slices
 from .visibility import ExactWhere, point_series, psr_area_km2, psr_layers, scan, visibility_layers
@@ -324,6 +324,12 @@ def compute(
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
+    baseline_px = footprint_size_px(analysed.resolution_m, float(config["surface"]["baseline_m"]))
+    methods["slope_deg"] = methods["roughness_m"] = (
+        f"least-squares plane over the lander footprint ({baseline_px} x {baseline_px} px for a "
+        f"{float(config['surface']['baseline_m']):g} m baseline), slope against the local horizontal, roughness the "
+        "RMS residual")
+    methods["score"] = methods["feasible"] = "from the layers, all exact"
     if refine:
         scanned = layers["visibility_exact"]
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
@@ -387,7 +393,10 @@ def height_comparison(result: RunResult) -> list[dict]:
 
 def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: list, quiet: bool = False,
                   total_time_s: float | None = None) -> list[Path]:
-    """Write layers, sites, plots, report and manifest into ``out_dir``; return the files written."""
+    """Write layers, sites, plots, report and manifest into ``out_dir``; return the files written.
+
+    ``total_time_s``, the time the run took before its outputs, and the time taken here make the
+    manifest's total."""
     from . import outputs, plots, report
     from .terrain.grid import bearing_to_local_azimuth_deg
 
@@ -477,7 +486,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         timings = dict(result.timings_s)
         timings["outputs"] = time.perf_counter() - clock
         if total_time_s is not None:
-            timings["total"] = total_time_s
+            timings["total"] = total_time_s + timings["outputs"]
         manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
         outputs.write_json(out_dir / "manifest.json", manifest)
         written.append(out_dir / "manifest.json")

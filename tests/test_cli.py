@@ -59,6 +59,7 @@ def test_demo_writes_every_design_output(demo_dir):
         with rasterio.open(demo_dir / "layers" / f"{name}.tif") as ds:
             assert ds.shape == (64, 64)
             assert "stere" in ds.crs.to_proj4()
+            assert ds.tags().get("method"), name  # every layer says how it was made
     for name in ("sites.csv", "sites.geojson", "report.md", "manifest.json", "dem.tif", "far_field.tif"):
         assert (demo_dir / name).stat().st_size > 0
     assert (demo_dir / "plots" / "score.png").is_file()
@@ -67,6 +68,8 @@ def test_demo_writes_every_design_output(demo_dir):
     assert sites["type"] == "FeatureCollection" and sites["features"]
     manifest = json.loads((demo_dir / "manifest.json").read_text())
     assert manifest["inputs"] and "timings" in manifest and "versions" in manifest
+    timings = manifest["timings"]
+    assert timings["total"] >= timings["outputs"] + timings["horizon_visibility"]
     report = (demo_dir / "report.md").read_text()
     assert "plots/score.png" in report
     # No temporary or partial files left behind.
