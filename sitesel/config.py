@@ -41,9 +41,9 @@ Example::
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import math
 import tomllib
-import datetime as _dt
 from dataclasses import fields
 from pathlib import Path
 

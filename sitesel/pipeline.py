@@ -187,10 +187,10 @@ def compute(
     if no_height == 1.0:
         raise SiteselError("the DEM has no heights (all nodata) in the area to analyse; pick a region it covers")
     if no_height > 0.0:
-        warnings.warn(f"{100 * no_height:.2f}% of the area to analyse has no height (nodata holes or the edge of "
-                      "the DEM's coverage): those pixels are nodata in every layer (255 in psr) and never feasible, "
-                      "and their neighbours' horizons and slopes skip them; fill small holes first (e.g. "
-                      "gdal_fillnodata.py) to analyse them", stacklevel=2)
+        warnings.warn(f"{100 * no_height:.2f}% of the area to analyse has no height (holes in the DEM or the edge "
+                      "of its coverage): those pixels are nodata in every layer (255 in psr and feasible), no pixel "
+                      "whose lander footprint reaches them is feasible, and they block no horizon; fill small holes "
+                      "first (e.g. gdal_fillnodata.py) to analyse them", stacklevel=2)
 
     def in_terrain(tile):
         rows, cols = tile
