@@ -203,7 +203,8 @@ def resolve_period(time_config: dict) -> tuple[str, str, float]:
     try:
         t0 = datetime.fromisoformat(start)
     except ValueError:
-        raise SiteselError(f"time.start '{start}' is not an ISO date (use e.g. 2027-01-01)") from None
+        raise SiteselError(f"the start date '{start}' (time.start, or --start) is not an ISO date (use e.g. "
+                           "2027-01-01)") from None
     if "years" in time_config:
         try:
             end = t0 + timedelta(days=365.25 * float(time_config["years"]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ class Track:
 
 
 def _parse_date(text, what: str) -> np.datetime64:
+    if re.search(r"T[0-9:.]+[+-][0-9]{2}(:?[0-9]{2})?$", str(text).strip()):
+        raise SiteselError(f"the {what} time {text!r} has a UTC offset; give it in UTC without one, e.g. "
+                           "2027-01-01T06:00 (or 2027-01-01T06:00Z)")
     try:
         value = np.datetime64(str(text).strip().rstrip("Z"), "s")
     except (ValueError, TypeError):

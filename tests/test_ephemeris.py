@@ -99,10 +99,13 @@ def test_cache_roundtrip(tmp_path):
         ("not a date", "2027-01-01", 1, "parse"),
         ("2027-01-01", "2027-02-01", 0, "positive"),
         ("2027-01-01", "2027-02-01", -1, "positive"),
+        ("2027-01-01T00:00+05:00", "2027-02-01", 1, "has a UTC offset; give it in UTC without one"),
+        ("2027-01-01", "2027-02-01T12:00-0300", 1, "has a UTC offset"),
     ],
 )
 def test_bad_ranges_raise(start, end, step, match):
     with pytest.raises(SiteselError, match=match):
         validate_time_range(start, end, step)
+    validate_time_range("2027-01-01T06:00Z", "2027-02-01T06:00", 1)  # Z is UTC, and welcome
     with pytest.raises(SiteselError):
         body_track(start, end, step)
