@@ -126,12 +126,13 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     100+ km away (like Malapert) shade it. `sitesel site --dem OUT/dem.tif
     --far-field OUT/far_field.tif` probes one point of it.
     """
-    from .outputs import check_writable
+    from .outputs import check_writable, remove_empty_dirs
     from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
     config = _default_demo_config(step_hours, years)
     _check_period(config)
+    created = not out_dir.exists()
     check_writable(out_dir)
     # A halo of the same world around the analysed square shades its edges at full resolution, and the
     # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
@@ -140,10 +141,17 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     window = (slice(halo_px, halo_px + size), slice(halo_px, halo_px + size))
     far_field = synthetic_south_pole(size=DEMO_FAR_FIELD_PX, resolution_m=DEMO_FAR_FIELD_RESOLUTION_M, seed=seed)
     dem_path, far_field_path = out_dir / "dem.tif", out_dir / "far_field.tif"
-    write_terrain(dem_path, terrain)
-    write_terrain(far_field_path, far_field)
-    _run_and_write(terrain, config, out_dir, inputs=[dem_path, far_field_path], resume=resume, quiet=quiet,
-                   far_field=far_field, window=window)
+    try:
+        write_terrain(dem_path, terrain)
+        write_terrain(far_field_path, far_field)
+        _run_and_write(terrain, config, out_dir, inputs=[dem_path, far_field_path], resume=resume, quiet=quiet,
+                       far_field=far_field, window=window)
+    except BaseException:
+        if created:  # a demo stopped in a folder it made leaves only its finished tiles, for --resume
+            dem_path.unlink(missing_ok=True)
+            far_field_path.unlink(missing_ok=True)
+            remove_empty_dirs(out_dir)
+        raise
 
 
 @cli.command()

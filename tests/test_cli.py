@@ -326,3 +326,16 @@ def test_run_without_any_site_says_which_constraint_binds(small_dem, tmp_path, c
     report = (out / "report.md").read_text()
     assert "No site met every hard constraint of the profile." in report
     assert "Pixels in the profile region meeting each hard constraint" in report
+
+
+def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import sitesel.pipeline
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sitesel.pipeline, "compute", stopped)
+    out = tmp_path / "demo"
+    code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO], capsys)
+    assert code == 130 and err.strip() == "sitesel: interrupted"
+    assert not out.exists()  # neither dem.tif nor far_field.tif stays behind
