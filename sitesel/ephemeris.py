@@ -93,12 +93,18 @@ def _step_seconds(step_hours: float) -> int:
     return int(round(float(step_hours) * 3600.0))
 
 
+#: Most time steps in a span: 18.6 years at 1 minute. The track and its cell tables grow with the
+#: steps; far finer or longer spans would exhaust memory instead of ending in a clear message.
+MAX_TIME_STEPS = 10_000_000
+
+
 def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datetime64, int]:
     """Check a [start, end) UTC span and step; return (start, end, step_seconds).
 
     Raises :class:`SiteselError` for an unparsable date, an empty or reversed
-    span, a step that is not positive (or rounds to 0 s), or a span outside the
-    Moon orientation kernel's coverage (1900-01-01 to 2050-12-31).
+    span, a step that is not positive (or rounds to 0 s), a span outside the
+    Moon orientation kernel's coverage (1900-01-01 to 2050-12-31), or one of more
+    than ``MAX_TIME_STEPS`` steps.
     """
     t0 = _parse_date(start, "start")
     t1 = _parse_date(end, "end")
@@ -116,6 +122,10 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
         raise SiteselError(f"start {start!r} is before {EPHEMERIS_FIRST_DATE}, the Moon orientation kernel's first date")
     if t1 > last:
         raise SiteselError(f"end {end!r} is after {EPHEMERIS_LAST_DATE}, the Moon orientation kernel's last date")
+    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
+    if n_steps > MAX_TIME_STEPS:
+        raise SiteselError(f"the span from {start!r} to {end!r} every {step_hours!r} h has {n_steps:,} time steps, "
+                           f"more than the {MAX_TIME_STEPS:,} supported; use a longer step_hours")
     return t0, t1, step_s
 
 
