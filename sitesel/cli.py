@@ -256,9 +256,6 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
     """
     from .site import site_report
 
-    if not -90.0 <= lat <= 90.0 or not -360.0 <= lon <= 360.0:
-        raise SiteselError(f"LAT {lat:g} LON {lon:g} is not a point on the Moon: give LAT in -90..90 and LON "
-                           "in -180..180 (or 0..360) degrees")
     if plot_path:
         from .outputs import check_writable
 

@@ -29,6 +29,9 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     """
     if not -90.0 <= lat_deg < 0.0:
         raise SiteselError(f"latitude {lat_deg} is not in the southern hemisphere; give degrees in [-90, 0)")
+    if not -360.0 <= lon_deg <= 360.0:
+        raise SiteselError(f"LAT {lat_deg:g} LON {lon_deg:g} is not a point on the Moon: give LON in -180..180 "
+                           "(or 0..360) degrees")
     period = {"start": "2027-01-01", "step_hours": 1.0, **(period or {})}
     start, end, step_hours = resolve_period(period)
     track = body_track(start, end, step_hours)
