@@ -40,7 +40,7 @@ def _default_demo_config(step_hours: float, years: float | None) -> dict:
 
 
 def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
-                   profile=None, window=None):
+                   profile=None, window=None, written_inputs=None):
     from . import pipeline
     from .outputs import check_writable, remove_empty_dirs
 
@@ -53,7 +53,7 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
             quiet=quiet, profile=profile, window=window,
         )
         pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
-                               total_time_s=time.perf_counter() - clock)
+                               total_time_s=time.perf_counter() - clock, written_inputs=written_inputs)
     except BaseException:
         # a run stopped before it wrote anything leaves no directory behind that it made (finished
         # tiles stay for --resume)
@@ -126,32 +126,20 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     100+ km away (like Malapert) shade it. `sitesel site --dem OUT/dem.tif
     --far-field OUT/far_field.tif` probes one point of it.
     """
-    from .outputs import check_writable, remove_empty_dirs
-    from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
     config = _default_demo_config(step_hours, years)
     _check_period(config)
-    created = not out_dir.exists()
-    check_writable(out_dir)
     # A halo of the same world around the analysed square shades its edges at full resolution, and the
     # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
     halo_px = int(np.ceil(config["horizon"]["halo_km"] * 1e3 / resolution_m))
     terrain = synthetic_south_pole(size=size + 2 * halo_px, resolution_m=resolution_m, seed=seed)
     window = (slice(halo_px, halo_px + size), slice(halo_px, halo_px + size))
     far_field = synthetic_south_pole(size=DEMO_FAR_FIELD_PX, resolution_m=DEMO_FAR_FIELD_RESOLUTION_M, seed=seed)
-    dem_path, far_field_path = out_dir / "dem.tif", out_dir / "far_field.tif"
-    try:
-        write_terrain(dem_path, terrain)
-        write_terrain(far_field_path, far_field)
-        _run_and_write(terrain, config, out_dir, inputs=[dem_path, far_field_path], resume=resume, quiet=quiet,
-                       far_field=far_field, window=window)
-    except BaseException:
-        if created:  # a demo stopped in a folder it made leaves only its finished tiles, for --resume
-            dem_path.unlink(missing_ok=True)
-            far_field_path.unlink(missing_ok=True)
-            remove_empty_dirs(out_dir)
-        raise
+    # the DEMs are written with the outputs, as part of their set: a stopped rerun leaves the earlier
+    # run's dem.tif beside the earlier run's results
+    _run_and_write(terrain, config, out_dir, inputs=[], resume=resume, quiet=quiet, far_field=far_field,
+                   window=window, written_inputs={"dem.tif": terrain, "far_field.tif": far_field})
 
 
 @cli.command()

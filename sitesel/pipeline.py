@@ -392,13 +392,16 @@ def height_comparison(result: RunResult) -> list[dict]:
 
 
 def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: list, quiet: bool = False,
-                  total_time_s: float | None = None) -> list[Path]:
+                  total_time_s: float | None = None, written_inputs: dict | None = None) -> list[Path]:
     """Write layers, sites, plots, report and manifest into ``out_dir``; return the files written.
 
-    ``total_time_s``, the time the run took before its outputs, and the time taken here make the
-    manifest's total."""
+    ``inputs``: the input files, listed with their checksums in the manifest. ``written_inputs``
+    (file name -> Terrain): inputs the caller made itself (the demo's DEMs), written into ``out_dir``
+    with the outputs, as part of their set, and listed with ``inputs``. ``total_time_s``, the time
+    the run took before its outputs, and the time taken here make the manifest's total."""
     from . import outputs, plots, report
     from .terrain.grid import bearing_to_local_azimuth_deg
+    from .terrain.io import write_terrain
 
     final_dir = Path(out_dir)
     # everything is written into a staging folder, then moved into place: an interrupted run leaves the
@@ -407,6 +410,8 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         grid = result.terrain.grid
         written: list[Path] = []
         clock = time.perf_counter()
+        for name, terrain in (written_inputs or {}).items():
+            written.append(write_terrain(out_dir / name, terrain))
         layer_dir = out_dir / "layers"
         layer_dir.mkdir(parents=True, exist_ok=True)
         several_heights = len(result.height_layers) > 1
@@ -487,6 +492,8 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         timings["outputs"] = time.perf_counter() - clock
         if total_time_s is not None:
             timings["total"] = total_time_s + timings["outputs"]
+        # a written input is listed at its final path
+        inputs = [*inputs, *((out_dir / name, final_dir / name) for name in written_inputs or {})]
         manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
         outputs.write_json(out_dir / "manifest.json", manifest)
         written.append(out_dir / "manifest.json")

@@ -253,14 +253,16 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
 # --------------------------------------------------------------------------- manifest
 
 
-def _input_entry(path) -> dict:
+def _input_entry(item) -> dict:
+    path, shown = item if isinstance(item, tuple) else (item, item)
     sha256, scope = file_sha256(path)
-    return {"path": str(path), "sha256": sha256, "sha256_scope": scope, "size_bytes": Path(path).stat().st_size}
+    return {"path": str(shown), "sha256": sha256, "sha256_scope": scope, "size_bytes": Path(path).stat().st_size}
 
 
 def build_manifest(*, inputs, config: dict, timings: dict, extra: dict) -> dict:
     """The content of ``manifest.json``.
 
+    ``inputs``: paths, or (file, path to record) pairs for a file read before it is moved there.
     Keys: ``inputs`` (path, sha256 with its scope as in
     :func:`sitesel.terrain.checksum.file_sha256`, size_bytes of each input file), ``config``,
     ``versions``, ``timings`` (seconds, rounded to ms), ``platform``, a

@@ -1,5 +1,6 @@
 """The `sitesel` command: end to end on a reduced demo, and every input error path."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -67,7 +68,11 @@ def test_demo_writes_every_design_output(demo_dir):
     sites = json.loads((demo_dir / "sites.geojson").read_text())
     assert sites["type"] == "FeatureCollection" and sites["features"]
     manifest = json.loads((demo_dir / "manifest.json").read_text())
-    assert manifest["inputs"] and "timings" in manifest and "versions" in manifest
+    assert "timings" in manifest and "versions" in manifest
+    # the demo's DEMs are written with the outputs and listed at their final paths, with their checksums
+    assert [entry["path"] for entry in manifest["inputs"]] == [str(demo_dir / "dem.tif"), str(demo_dir / "far_field.tif")]
+    for entry in manifest["inputs"]:
+        assert entry["sha256"] == hashlib.sha256(open(entry["path"], "rb").read()).hexdigest()
     timings = manifest["timings"]
     assert timings["total"] >= timings["outputs"] + timings["horizon_visibility"]
     report = (demo_dir / "report.md").read_text()
@@ -326,6 +331,24 @@ def test_run_without_any_site_says_which_constraint_binds(small_dem, tmp_path, c
     report = (out / "report.md").read_text()
     assert "No site met every hard constraint of the profile." in report
     assert "Pixels in the profile region meeting each hard constraint" in report
+
+
+def test_a_demo_rerun_stopped_while_writing_leaves_the_earlier_dem(tmp_path, capsys, monkeypatch):
+    import sitesel.outputs
+
+    out = tmp_path / "demo"
+    code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO], capsys)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in (out / "dem.tif", out / "far_field.tif", out / "sites.csv")}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sitesel.outputs, "write_sites_csv", stopped)  # after the DEMs and layers are staged
+    code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO[:-1], "--seed", "5", "--quiet"], capsys)
+    assert code == 130 and err.strip() == "sitesel: interrupted"
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert not list(out.glob(".sitesel-staging*"))
 
 
 def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeypatch):
