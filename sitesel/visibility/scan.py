@@ -257,9 +257,8 @@ def _block_bounds(body, lo, hi, long_gap_steps, bounds):
 
 
 @njit(cache=True, parallel=True)
-def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels, scan, shadow_limit,
-                       sun, earth, s_rad_mean, s_dist, e_dist, n_bins, e_window, s_binned, e_binned, dk,
-                       long_night_steps, out):
+def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels, scan, sun, earth, s_rad_mean,
+                       s_dist, e_dist, n_bins, e_window, s_binned, e_binned, dk, long_night_steps, out):
     """For the pixels ``pixels`` (indices into the per-pixel arrays), rows of ``out`` with the
     columns: sun steps lit, disc sum (binned), longest dark, longest lit, long nights, earth
     steps visible, longest blackout, scanned (1) or not (0). ``out`` comes filled with NaN, and
@@ -269,8 +268,9 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
     With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
     Otherwise its counts are the binned ones and its gap lengths the lower bounds of
     :func:`_block_bounds`, except that a pixel whose binned sun-lit fraction is below
-    ``shadow_limit`` is scanned for the Sun until it is first lit: one never lit gets
-    its exact Sun layers (permanent shadow), one lit at least one step. A pixel whose
+    ``_BINNED_MARGIN`` (twice its error bound) is scanned for the Sun until it is first
+    lit: one never lit gets its exact Sun layers (permanent shadow), one lit at least one
+    step. A pixel whose
     bounds show it never sees a body (every cell decided hidden) gets a visible count
     of 0, which is then exact.
     """
@@ -287,11 +287,12 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
         p0 = block * lanes
         n_lanes = min(lanes, n_pix - p0)
         # the threshold ranges of the block's pixels that get lower bounds, per body (the other
-        # lanes' values are never read back)
-        sun_lo = np.empty((sun[14].size, lanes), np.float32)
-        sun_hi = np.empty((sun[14].size, lanes), np.float32)
-        earth_lo = np.empty((earth[14].size, lanes), np.float32)
-        earth_hi = np.empty((earth[14].size, lanes), np.float32)
+        # lanes' values are never read back); none when scanning
+        bound_lanes = 0 if scan else lanes
+        sun_lo = np.empty((sun[14].size, bound_lanes), np.float32)
+        sun_hi = np.empty((sun[14].size, bound_lanes), np.float32)
+        earth_lo = np.empty((earth[14].size, bound_lanes), np.float32)
+        earth_hi = np.empty((earth[14].size, bound_lanes), np.float32)
         sun_bound = np.empty(lanes, dtype=np.bool_)
         earth_bound = np.empty(lanes, dtype=np.bool_)
         n_sun_bound = 0
@@ -322,7 +323,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
                                     e_binned[3], True, False)[0]
             out[p, 0] = n_lit
             sun_bound[b] = True
-            if n_lit < shadow_limit * n_steps:
+            if n_lit < _BINNED_MARGIN * n_steps:
                 # possible permanent shadow: exact whether it is ever lit
                 lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, not scan)
                 if lit == 0:
@@ -480,7 +481,7 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
         reported = 0
         for i in range(n_calls):
             _visibility_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid,
-                               pixels[n * i // n_calls:n * (i + 1) // n_calls], scan, _BINNED_MARGIN, sun.scan_args,
+                               pixels[n * i // n_calls:n * (i + 1) // n_calls], scan, sun.scan_args,
                                earth.scan_args, sun.mean_radius_deg, sun.mean_distance_m, earth.mean_distance_m,
                                n_bins, earth.lon_window, s_binned, e_binned, _BINNED_KEY_DEG, long_steps, out)
             if progress is not None:
