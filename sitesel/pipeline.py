@@ -21,7 +21,7 @@ from .config import observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
 from .errors import SiteselError
 from .figure_pool import FigurePool
-from .horizon import bearings_deg, horizon_map
+from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .progress import Progress
 from .ranking import footprint_reach_px, landing_footprints, landing_support, rank_sites, region_to_mask
 from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
@@ -195,6 +195,11 @@ def compute(
     def in_terrain(tile):
         rows, cols = tile
         return slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0)
+
+    warning = short_reach_warning(search_reach_m(analysed.grid.bounds_m, terrain, far_field),
+                                  float(config["horizon"]["max_distance_km"]) * 1e3, far_field)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
 
     timings: dict[str, float] = {}
     profile = profile or resolve_profile(config["profile"])

@@ -9,7 +9,7 @@ import numpy as np
 from .config import resolve_period
 from .ephemeris import body_track
 from .errors import SiteselError
-from .horizon import bearings_deg, horizon_map
+from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
 from .terrain.io import open_dem, read_far_field, read_terrain
@@ -32,6 +32,9 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     if not -360.0 <= lon_deg <= 360.0:
         raise SiteselError(f"LAT {lat_deg:g} LON {lon_deg:g} is not a point on the Moon: give LON in -180..180 "
                            "(or 0..360) degrees")
+    # one name per point: east-positive longitude in [-180, 180) (DESIGN.md section 2), and 0 at the
+    # pole, whose azimuths are then grid bearings, as its summary says
+    lon_deg = 0.0 if lat_deg == -90.0 else (lon_deg + 180.0) % 360.0 - 180.0
     period = {"start": "2027-01-01", "step_hours": 1.0, **(period or {})}
     start, end, step_hours = resolve_period(period)
     track = body_track(start, end, step_hours)
@@ -51,6 +54,10 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         warnings.simplefilter("ignore")
         terrain = read_terrain(dem_path, region=region)
     far_field = None if far_field_path is None else read_far_field(far_field_path, terrain, max_distance_m)
+    warning = short_reach_warning(search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field), max_distance_m, far_field,
+                                  "the point")
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
     row, col = int(np.clip(np.rint(row_f), 0, terrain.shape[0] - 1)), int(np.clip(np.rint(col_f), 0, terrain.shape[1] - 1))
     ground_m = float(terrain.height_m[row, col])

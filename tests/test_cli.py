@@ -127,6 +127,21 @@ def test_site_json(small_dem, capsys):
     assert 0.0 <= summary["sun_lit_fraction"] <= 1.0
 
 
+def test_site_reports_longitudes_in_plus_minus_180_and_grid_bearings_at_the_pole(small_dem, capsys):
+    common = ["--dem", small_dem, "--json", "--step-hours", "48", "--azimuths", "72"]
+    code, out, err = run_cli(["site", "-89.9", "225", *common], capsys)
+    assert code == 0, err
+    east = json.loads(out)
+    code, out, err = run_cli(["site", "-89.9", "-135", *common], capsys)
+    assert code == 0, err
+    assert east["lon"] == -135.0 and json.loads(out) == east
+    code, out, err = run_cli(["site", "-90", "123", *common], capsys)
+    assert code == 0, err
+    pole = json.loads(out)
+    assert pole["lon"] == 0.0 and pole["azimuth_reference"].startswith("grid north")
+    assert pole["azimuth_deg"][:2] == [0.0, 5.0]  # grid bearings, not bearings turned by 123 deg
+
+
 def test_site_plot(small_dem, tmp_path, capsys):
     png = tmp_path / "mask.png"
     code, _, err = run_cli(["site", "-89.8", "100", "--dem", small_dem, "--step-hours", "24", "--azimuths", "72",
@@ -276,8 +291,39 @@ def test_run_with_region_and_nan_holes(tmp_path, capsys):
     assert np.all(feasible[~np.isfinite(lit) & ~no_height] == 0)
     assert np.isfinite(lit).mean() > 0.8
     # the run says how much of the area has no height, in one warning line
-    warning = [line for line in err.splitlines() if line.startswith("sitesel: warning:")]
-    assert len(warning) == 1 and f"{100 * no_height.mean():.2f}% of the area to analyse has no height" in warning[0]
+    warning = [line for line in err.splitlines() if "has no height" in line]
+    assert len(warning) == 1 and warning[0].startswith("sitesel: warning: ")
+    assert f"{100 * no_height.mean():.2f}% of the area to analyse has no height" in warning[0]
+
+
+def test_a_region_run_searches_the_rest_of_the_dem(tmp_path, capsys):
+    # the halo is only the near field: the DEM beyond it, coarser, is the far field, so the region's
+    # layers are the whole-DEM run's (before, horizons ended at the halo: sun-lit fractions 0.05 off on
+    # average, up to 0.29)
+    write_terrain(tmp_path / "wide.tif", synthetic_south_pole(size=160, resolution_m=400.0, seed=3))
+    base = ('[dem]\npath = "wide.tif"\n[time]\nstart = "2027-01-01"\nend = "2027-03-01"\nstep_hours = 12.0\n'
+            '[horizon]\nazimuths = 36\n')
+    (tmp_path / "whole.toml").write_text(base)
+    (tmp_path / "region.toml").write_text(base + "[region]\ncentre_lat_deg = -89.9\ncentre_lon_deg = 0.0\nradius_km = 3\n")
+    errors = {}
+    for name in ("whole", "region"):
+        code, _, errors[name] = run_cli(["run", tmp_path / f"{name}.toml", "--out", tmp_path / name, "--quiet"], capsys)
+        assert code == 0, errors[name]
+    with rasterio.open(tmp_path / "region" / "layers" / "sun_lit_fraction.tif") as ds:
+        region = ds.read(1)
+        corner = ds.xy(0, 0)
+    with rasterio.open(tmp_path / "whole" / "layers" / "sun_lit_fraction.tif") as ds:
+        row, col = ds.index(*corner)
+        whole = ds.read(1)[row:row + region.shape[0], col:col + region.shape[1]]
+    assert region.shape == (16, 16)
+    assert np.abs(region - whole).mean() < 0.002 and np.abs(region - whole).max() < 0.03
+    # both say in one line how far their search runs on supplied terrain (the DEM is 64 km wide)
+    assert errors["whole"].strip() == (
+        "sitesel: warning: the DEM reaches only 0.0 km beyond the analysed area on its nearest side, less than "
+        "the 150 km horizon search: terrain farther out is taken to continue at each observer's own height, so "
+        "horizons toward the edge miss distant massifs; add a wider, coarser product as [dem] far_field "
+        "(site: --far-field), e.g. LDEM_80S_80M")
+    assert errors["region"].strip().startswith("sitesel: warning: the DEM and its far field reach only 25.6 km beyond")
 
 def test_run_on_an_area_without_any_height_is_refused(tmp_path, capsys):
     terrain = synthetic_south_pole(size=64, resolution_m=400.0, seed=5)

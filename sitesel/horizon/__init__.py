@@ -73,6 +73,7 @@ __all__ = [
     "horizon_map",
     "pack_centideg",
     "raymarch_with_distance",
+    "search_reach_m",
     "unpack_centideg",
 ]
 
@@ -97,6 +98,33 @@ def unpack_centideg(packed: np.ndarray) -> np.ndarray:
     out = p.astype(np.float32) / np.float32(100.0)
     out[p == PACKED_NODATA] = np.nan
     return out
+
+
+def search_reach_m(area_bounds_m, terrain: Terrain, far_field: Terrain | None = None) -> float:
+    """How far (m) a horizon search from anywhere in ``area_bounds_m`` (left, bottom, right,
+    top, map metres) is sure to run over supplied terrain: the least distance, along x or y,
+    from an edge of the area to the same edge of the box holding ``terrain`` and
+    ``far_field``. Beyond that box terrain is taken to continue at the observer's own
+    ground height (see the module docstring)."""
+    boxes = [terrain.grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
+    left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    a = area_bounds_m
+    return max(0.0, min(a[0] - left, a[1] - bottom, right - a[2], top - a[3]))
+
+
+def short_reach_warning(reach_m: float, max_distance_m: float, far_field: Terrain | None,
+                        origin: str = "the analysed area") -> str | None:
+    """The one-line warning for a horizon search from ``origin`` that ends at the supplied
+    terrain's edge (``reach_m``, :func:`search_reach_m`) before ``max_distance_m``; None if
+    it does not."""
+    if reach_m >= max_distance_m - 1.0:
+        return None
+    supplied = "the DEM and its far field reach" if far_field is not None else "the DEM reaches"
+    return (f"{supplied} only {reach_m / 1e3:.1f} km beyond {origin} on its nearest side, less than the "
+            f"{max_distance_m / 1e3:g} km horizon search: terrain farther out is taken to continue at each "
+            "observer's own height, so horizons toward the edge miss distant massifs; add a wider, coarser "
+            "product as [dem] far_field (site: --far-field), e.g. LDEM_80S_80M")
 
 
 def coarsen(terrain: Terrain, factor: int) -> Terrain:

@@ -306,6 +306,12 @@ def _whole_blocks(s: slice, factor: int, size: int) -> slice:
     return slice(s.start, s.start + n)
 
 
+#: Largest side (px) of the far field a ``[region]`` run takes from its own DEM when it has no
+#: ``[dem] far_field``: about 400 m pixels over 150 km around a region, as the far-field
+#: benchmark's (a far field of this size adds about a third to the horizon's time).
+OWN_FAR_FIELD_PX = 768
+
+
 def read_far_field(path, near: Terrain, radius_m: float, max_size_px: int = 4096) -> Terrain:
     """A coarser, wider DEM window around ``near`` for the distant horizon.
 
