@@ -33,8 +33,11 @@ its great-circle distance to every accepted site is at least
 Tall footprints (more than 256 rows, e.g. a 30 km ellipse on a 20 m grid) are
 first evaluated on every s-th row only, s = ceil(rows / 256), which bounds the
 cost per pixel; each site chosen there is then refined to the best eligible
-centre within s - 1 pixels that keeps the separation. Up to 256 rows (a 30 x
-15 km ellipse down to about 120 m/px) the search is exhaustive.
+centre within s - 1 pixels that keeps the separation. This is a heuristic: a
+site whose eligible centres all lie between lattice rows (a band of eligible
+centres thinner than s rows) is missed, and the greedy selection on lattice
+values can order close rivals differently from the exhaustive one. Up to 256
+rows (a 30 x 15 km ellipse down to about 120 m/px) the search is exhaustive.
 """
 
 from __future__ import annotations
