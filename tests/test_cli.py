@@ -124,7 +124,10 @@ def test_site_json(small_dem, capsys):
                 "longest_blackout_h", "observer_height_m", "start", "end", "step_hours"):
         assert key in summary, key
     assert len(summary["azimuth_deg"]) == len(summary["horizon_deg"]) == 72
-    assert 0.0 <= summary["sun_lit_fraction"] <= 1.0
+    # "lit" is any part of the disc up, so the visible share of the disc is at most the lit share
+    assert 0.0 <= summary["sun_disc_fraction"] <= summary["sun_lit_fraction"] <= 1.0
+    span_h = (np.datetime64(summary["end"]) - np.datetime64(summary["start"])) / np.timedelta64(1, "h")
+    assert 0.0 <= summary["longest_night_h"] <= span_h and 0.0 <= summary["longest_blackout_h"] <= span_h
 
 
 def test_site_reports_longitudes_in_plus_minus_180_and_grid_bearings_at_the_pole(small_dem, capsys):

@@ -110,3 +110,26 @@ def test_bad_ranges_raise(start, end, step, match):
     validate_time_range("2027-01-01T06:00Z", "2027-02-01T06:00", 1)  # Z is UTC, and welcome
     with pytest.raises(SiteselError):
         body_track(start, end, step)
+
+
+@pytest.mark.parametrize("greatest_utc, gamma, lunar", [
+    # total lunar eclipse of 2025-09-07 and total solar eclipse of 2026-08-12: times of greatest eclipse
+    # and gamma (the shadow axis's least distance from the Earth's (Moon's) centre, in Earth radii),
+    # from NASA's eclipse catalogues (Espenak), an external reference for the frame and the time scale
+    ("2025-09-07T18:11:48", -0.2752, True),
+    ("2026-08-12T17:46:06", 0.8977, False),
+])
+def test_eclipses_happen_when_and_where_published(greatest_utc, gamma, lunar):
+    t = np.datetime64(greatest_utc)
+    track = body_track(str(t - np.timedelta64(60, "m")), str(t + np.timedelta64(61, "m")), 0.25)
+    sun = track.sun_m / np.linalg.norm(track.sun_m, axis=1)[:, None]
+    earth = track.earth_m / np.linalg.norm(track.earth_m, axis=1)[:, None]
+    separation_deg = np.degrees(np.arccos(np.clip(np.sum(sun * earth, axis=1), -1.0, 1.0)))
+    # seen from the Moon, the Sun is behind the Earth (lunar) or opposite it (solar), off by the
+    # angle gamma Earth radii subtend at the Moon's distance
+    offset_deg = np.degrees(np.arctan(abs(gamma) * 6378.1e3 / np.linalg.norm(track.earth_m[4])))
+    at_greatest = separation_deg[4] if lunar else 180.0 - separation_deg[4]
+    assert abs(at_greatest - offset_deg) < 0.05
+    # and that is the closest approach: a time-scale error of 15 min would move it off the middle step
+    closest = np.argmin(separation_deg) if lunar else np.argmax(separation_deg)
+    assert closest == 4
