@@ -25,6 +25,17 @@ EXIT_INPUT_ERROR = 2
 #: Largest DEM (pixels) that `run` reads whole; bigger products need a [region].
 MAX_WHOLE_DEM_PX = 8192 * 8192
 
+
+class Finite(click.FloatRange):
+    """A float option or argument, optionally bounded, that refuses nan (which passes every
+    bound, since it compares false) and inf."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not np.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
 #: The demo's far field: the whole 400 km synthetic world at 1 km/px.
 DEMO_FAR_FIELD_PX = 400
 DEMO_FAR_FIELD_RESOLUTION_M = 1000.0
@@ -108,12 +119,12 @@ def cli():
               help="Output directory.")
 @click.option("--size", type=click.IntRange(32, 8192), default=500, show_default=True,
               help="Terrain size in pixels per side.")
-@click.option("--resolution-m", type=click.FloatRange(1.0, 5000.0), default=200.0, show_default=True,
+@click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
               help="Pixel size in metres.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
-@click.option("--step-hours", type=click.FloatRange(0.01, 240.0), default=1.0, show_default=True,
+@click.option("--step-hours", type=Finite(0.01, 240.0), default=1.0, show_default=True,
               help="Time step in hours.")
-@click.option("--years", type=click.FloatRange(0.01, 150.0), default=None,
+@click.option("--years", type=Finite(0.01, 150.0), default=None,
               help="Span in years from 2027-01-01 (default: one calendar year).")
 @click.option("--resume", is_flag=True, help="Reuse finished tiles of an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
@@ -149,7 +160,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 @click.option("--profile", "profile_name", default=None, help="Mission profile preset or TOML path (overrides the config).")
 @click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Run tiles on a local Dask cluster of N workers.")
 @click.option("--scheduler", default=None, help="Run tiles on an existing Dask scheduler (tcp://host:port).")
-@click.option("--years", type=click.FloatRange(0.01, 150.0), default=None,
+@click.option("--years", type=Finite(0.01, 150.0), default=None,
               help="Span in years from the config's start (overrides time.end/years; 18.6 = a precession cycle).")
 @click.option("--resume", is_flag=True, help="Reuse finished tiles of an interrupted run.")
 @click.option("--quiet", is_flag=True, help="No progress bars or summary.")
@@ -228,16 +239,16 @@ def _dask_client(workers, scheduler):
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("lat", type=float)
-@click.argument("lon", type=float)
+@click.argument("lat", type=Finite())
+@click.argument("lon", type=Finite())
 @click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path), help="DEM file.")
-@click.option("--height-m", type=click.FloatRange(0.0, MAX_OBSERVER_HEIGHT_M), default=2.0, show_default=True,
+@click.option("--height-m", type=Finite(0.0, MAX_OBSERVER_HEIGHT_M), default=2.0, show_default=True,
               help="Observer height above the surface, metres.")
 @click.option("--start", default="2027-01-01", show_default=True, help="Start date (UTC ISO).")
 @click.option("--end", default=None, help="End date (UTC ISO, exclusive; default one year after start).")
-@click.option("--step-hours", type=float, default=1.0, show_default=True, help="Time step, hours.")
+@click.option("--step-hours", type=Finite(), default=1.0, show_default=True, help="Time step, hours.")
 @click.option("--azimuths", type=click.IntRange(MIN_AZIMUTHS, MAX_AZIMUTHS), default=360, show_default=True, help="Horizon azimuths.")
-@click.option("--max-distance-km", type=click.FloatRange(0.1, 2000.0), default=150.0, show_default=True,
+@click.option("--max-distance-km", type=Finite(0.1, 2000.0), default=150.0, show_default=True,
               help="Horizon search distance, km.")
 @click.option("--far-field", "far_field_path", type=click.Path(path_type=Path), default=None,
               help="A wider, coarser DEM for the distant horizon (as [dem] far_field; the demo writes OUT/far_field.tif).")
@@ -325,7 +336,7 @@ def info(path, as_json):
 @cli.command()
 @click.argument("out_path", metavar="OUT.tif", type=click.Path(path_type=Path))
 @click.option("--size", type=click.IntRange(16, 16384), default=500, show_default=True, help="Pixels per side.")
-@click.option("--resolution-m", type=click.FloatRange(1.0, 5000.0), default=200.0, show_default=True,
+@click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
               help="Pixel size, metres.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
 def synth(out_path, size, resolution_m, seed):
@@ -352,7 +363,11 @@ def main(argv=None):
         click.echo("sitesel: interrupted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        # one line, as for every input error (click's own form takes four)
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        click.echo(f"sitesel: error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
     except SiteselError as exc:
         click.echo(f"sitesel: error: {exc}", err=True)

@@ -411,3 +411,17 @@ def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeyp
     code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO], capsys)
     assert code == 130 and err.strip() == "sitesel: interrupted"
     assert not out.exists()  # neither dem.tif nor far_field.tif stays behind
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["site", "-89.5", "0", "--dem", "x.tif", "--height-m", "nan"], "Invalid value for '--height-m': 'nan' is not a finite number"),
+    (["site", "nan", "0", "--dem", "x.tif"], "Invalid value for 'LAT': 'nan' is not a finite number"),
+    (["demo", "--resolution-m", "nan"], "Invalid value for '--resolution-m'"),
+    (["run", "x.toml", "--years", "nan"], "Invalid value for '--years'"),
+    (["synth", "x.tif", "--resolution-m", "inf"], "Invalid value for '--resolution-m'"),
+    (["demo", "--bogus"], "No such option '--bogus'"),
+])
+def test_bad_options_are_one_line_errors(args, fragment, capsys):
+    # nan passes every bound (it compares false), so it is refused by name; click's usage errors are one line too
+    code, _, err = run_cli(args, capsys)
+    assert_one_line_error(code, err, fragment, f"(see 'sitesel {args[0]} --help')")
