@@ -102,7 +102,7 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
     """Check a [start, end) UTC span and step; return (start, end, step_seconds).
 
     Raises :class:`SiteselError` for an unparsable date, an empty or reversed
-    span, a step that is not positive (or rounds to 0 s), a span outside the
+    span, a step that is not positive (or rounds to 0 s) or is longer than the span, a span outside the
     Moon orientation kernel's coverage (1900-01-01 to 2050-12-31), or one of more
     than ``MAX_TIME_STEPS`` steps.
     """
@@ -121,8 +121,14 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
     if t0 < first:
         raise SiteselError(f"start {start!r} is before {EPHEMERIS_FIRST_DATE}, the Moon orientation kernel's first date")
     if t1 > last:
-        raise SiteselError(f"end {end!r} is after {EPHEMERIS_LAST_DATE}, the Moon orientation kernel's last date")
-    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
+        raise SiteselError(f"end {end!r} is after {EPHEMERIS_LAST_DATE}, the Moon orientation kernel's last date; "
+                           "give an earlier start or end (time.end, --end; without one the span is a year)")
+    span_s = int((t1 - t0) / np.timedelta64(1, "s"))
+    if step_s > span_s:
+        # one step longer than the span would report gaps longer than the span itself
+        raise SiteselError(f"the step ({step_hours!r} h) is longer than the span from {start!r} to {end!r} "
+                           f"({span_s / 3600:g} h); give a shorter step_hours or a later end")
+    n_steps = -(-span_s // step_s)
     if n_steps > MAX_TIME_STEPS:
         raise SiteselError(f"the span from {start!r} to {end!r} every {step_hours!r} h has {n_steps:,} time steps, "
                            f"more than the {MAX_TIME_STEPS:,} supported; use a longer step_hours")

@@ -186,6 +186,14 @@ def compute(
     no_height = float(analysed.nodata.mean())
     if no_height == 1.0:
         raise SiteselError("the DEM has no heights (all nodata) in the area to analyse; pick a region it covers")
+    baseline_m = float(config["surface"]["baseline_m"])
+    baseline_px = footprint_size_px(terrain.resolution_m, baseline_m)
+    if baseline_px > min(terrain.shape):
+        raise SiteselError(
+            f"surface.baseline_m = {baseline_m:g} m spans {baseline_px} px, more than the {terrain.shape[0]} x "
+            f"{terrain.shape[1]} px of terrain read, so no pixel would get a slope; give the lander's footprint "
+            "(e.g. 20 m)")
+
     if no_height > 0.0:
         warnings.warn(f"{100 * no_height:.2f}% of the area to analyse has no height (holes in the DEM or the edge "
                       "of its coverage): those pixels are nodata in every layer (255 in psr and feasible), no pixel "
@@ -214,7 +222,7 @@ def compute(
 
     clock = time.perf_counter()
     slope_deg, roughness_m = (
-        layer[rows_w, cols_w] for layer in slope_roughness(terrain, baseline_m=float(config["surface"]["baseline_m"]))
+        layer[rows_w, cols_w] for layer in slope_roughness(terrain, baseline_m=baseline_m)
     )
     timings["surface"] = time.perf_counter() - clock
 
@@ -329,10 +337,9 @@ def compute(
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
-    baseline_px = footprint_size_px(analysed.resolution_m, float(config["surface"]["baseline_m"]))
     methods["slope_deg"] = methods["roughness_m"] = (
         f"least-squares plane over the lander footprint ({baseline_px} x {baseline_px} px for a "
-        f"{float(config['surface']['baseline_m']):g} m baseline), slope against the local horizontal, roughness the "
+        f"{baseline_m:g} m baseline), slope against the local horizontal, roughness the "
         "RMS residual")
     methods["score"] = methods["feasible"] = "from the layers, all exact"
     if refine:

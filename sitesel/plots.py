@@ -68,6 +68,8 @@ def hillshade(height_m, resolution_m, azimuth_deg=315.0, altitude_deg=45.0):
     ``altitude_deg`` above the map plane.
     """
     h = np.asarray(height_m, dtype=np.float64)
+    if min(h.shape) < 2:  # np.gradient needs two pixels a side: a map one pixel wide is shaded flat
+        return np.where(np.isfinite(h), np.sin(np.radians(altitude_deg)), np.nan)
     dz_drow, dz_dx = np.gradient(h, resolution_m)
     dz_dy = -dz_drow  # rows run toward -y
     az, alt = np.radians(azimuth_deg), np.radians(altitude_deg)

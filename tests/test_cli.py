@@ -425,3 +425,11 @@ def test_bad_options_are_one_line_errors(args, fragment, capsys):
     # nan passes every bound (it compares false), so it is refused by name; click's usage errors are one line too
     code, _, err = run_cli(args, capsys)
     assert_one_line_error(code, err, fragment, f"(see 'sitesel {args[0]} --help')")
+
+
+def test_a_baseline_wider_than_the_terrain_is_refused(small_dem, tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[surface]\nbaseline_m = 1e9\n[time]\nstep_hours = 48\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out"], capsys)
+    assert_one_line_error(code, err, "surface.baseline_m = 1e+09 m spans", "more than the 64 x 64 px of terrain read")
+    assert not (tmp_path / "out").exists()

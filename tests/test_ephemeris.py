@@ -102,6 +102,7 @@ def test_cache_roundtrip(tmp_path):
         ("2027-01-01T00:00+05:00", "2027-02-01", 1, "has a UTC offset; give it in UTC without one"),
         ("2027-01-01", "2027-02-01T12:00-0300", 1, "has a UTC offset"),
         ("2027-01-01", "2046-01-01", 1 / 60 / 2, "time steps, more than the 10,000,000 supported"),
+        ("2027-01-01", "2027-01-02", 48, r"the step \(48 h\) is longer than the span .* \(24 h\)"),
     ],
 )
 def test_bad_ranges_raise(start, end, step, match):

@@ -146,6 +146,8 @@ def test_hillshade_of_planes():
     ):
         shade = plots.hillshade(plane(slope), grid.resolution_m)
         np.testing.assert_allclose(shade, expected, rtol=1e-12)
+    # a map one pixel wide (a tiny region) has no gradient: it is shaded as flat ground
+    np.testing.assert_allclose(plots.hillshade(np.array([[3.0, 5.0, np.nan]]), 10.0), [[math.sqrt(0.5)] * 2 + [np.nan]])
 
 
 def _tracks(n_hours=24 * 60):
