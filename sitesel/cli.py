@@ -233,8 +233,9 @@ def _dask_client(workers, scheduler):
     if scheduler:
         try:
             return Client(scheduler, timeout="10s")
-        except OSError as exc:
-            raise SiteselError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: not an address (no port, say)
+            raise SiteselError(f"cannot reach the Dask scheduler at {scheduler}: {exc}; give its address as "
+                               "tcp://host:port") from None
     return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
 
 

@@ -166,6 +166,8 @@ def load_config(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SiteselError(f"config file '{path}' not found") from None
+    except UnicodeDecodeError:
+        raise SiteselError(f"config file '{path}' is not UTF-8 text; save it as UTF-8 (TOML requires it)") from None
     except OSError as exc:
         raise SiteselError(f"cannot read config file '{path}': {exc.strerror}") from None
     try:

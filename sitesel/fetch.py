@@ -246,6 +246,8 @@ def fetch_product(name: str, dest: Path | None = None, base_url: str | None = No
     if p is None:
         raise SiteselError(f"unknown product {name!r}; `sitesel fetch --list` shows: " + ", ".join(sorted(products)))
     dest = Path(dest) if dest is not None else Path.cwd() / "dems"
+    if dest.exists() and not dest.is_dir():
+        raise SiteselError(f"the destination {dest} is a file, not a folder; give a folder with --dest")
     dest.mkdir(parents=True, exist_ok=True)
     base_url = base_url or os.environ.get(BASE_URL_ENV)
     if base_url:

@@ -433,3 +433,16 @@ def test_a_baseline_wider_than_the_terrain_is_refused(small_dem, tmp_path, capsy
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out"], capsys)
     assert_one_line_error(code, err, "surface.baseline_m = 1e+09 m spans", "more than the 64 x 64 px of terrain read")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_a_non_utf8_config_and_a_bad_scheduler_address_are_one_line_errors(small_dem, tmp_path, capsys):
+    code, _, err = run_cli(["info", tmp_path], capsys)
+    assert_one_line_error(code, err, f"{tmp_path} is a folder, not a DEM file")
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes(b"\xff\xfe[dem]\n")
+    code, _, err = run_cli(["run", cfg], capsys)
+    assert_one_line_error(code, err, "is not UTF-8 text")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--scheduler", "garbage"], capsys)
+    assert_one_line_error(code, err, "cannot reach the Dask scheduler at garbage", "tcp://host:port")

@@ -280,3 +280,10 @@ def test_catalogue_ships_inside_the_package():
     assert Path(sitesel.__file__).parent in fetch.CATALOGUE_PATH.parents
     assert fetch.CATALOGUE_PATH.read_bytes() == (Path(__file__).parents[1] / "dems" / "catalogue.toml").read_bytes()
     assert len(fetch.list_products()) >= 3
+
+
+def test_a_destination_that_is_a_file_is_refused(product, tmp_path):
+    dest = tmp_path / "o.txt"
+    dest.write_text("x")
+    with pytest.raises(SiteselError, match="the destination .*o.txt is a file, not a folder; give a folder with --dest"):
+        fetch_product("TINY", dest=dest, base_url=product.url, progress=False, catalogue=product.cat)

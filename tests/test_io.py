@@ -556,3 +556,12 @@ print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     peak_bytes = int(out.stdout.split()[-1])
     assert peak_bytes < 1024**3
+
+
+def test_a_far_field_off_the_dem_names_the_far_field(tmp_path):
+    h, grid = synthetic_heights(32, 80.0)
+    path = write_geotiff(tmp_path / "far.tif", h, grid)
+    near = Terrain(np.zeros((10, 10), np.float32), Grid.centred((10, 10), 5.0, 500e3, 0.0))
+    with pytest.raises(SiteselError, match=r"^the far field's area .* is outside .*far\.tif .*; give a far field "
+                                           r"\(\[dem\] far_field, --far-field\) around the DEM$"):
+        read_far_field(path, near, radius_m=2000.0)

@@ -213,6 +213,8 @@ def _first_line(exc) -> str:
 def open_dem(path) -> _Source:
     """Open a DEM for windowed reads (a context manager; see :func:`read_terrain`)."""
     path = Path(path)
+    if path.is_dir():
+        raise SiteselError(f"{path} is a folder, not a DEM file; give the path of the DEM file itself")
     if not path.is_file():
         raise SiteselError(f"DEM file {path} does not exist")
     kind = _sniff(path)
@@ -327,7 +329,9 @@ def read_far_field(path, near: Terrain, radius_m: float, max_size_px: int = 4096
     with open_dem(path) as src:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # clipping the far field to the file is expected
-            rows, cols = _window_for_bounds(src.grid, bounds, src.path)
+            rows, cols = _window_for_bounds(src.grid, bounds, src.path, what="the far field's area (the DEM and the "
+                                            "search distance around it)",
+                                            fix="give a far field ([dem] far_field, --far-field) around the DEM")
         side = max(rows.stop - rows.start, cols.stop - cols.start)
         factor = max(1, int(np.ceil(side / max_size_px)))
         rows = _whole_blocks(rows, factor, src.grid.shape[0])

@@ -94,14 +94,15 @@ def region_from_config(table: dict) -> Region:
     return Region(**values)
 
 
-def _window_for_bounds(grid: Grid, bounds_m, path) -> tuple[slice, slice]:
-    """Row/column slices of ``grid`` that cover ``bounds_m`` (rounded outward, clipped)."""
+def _window_for_bounds(grid: Grid, bounds_m, path, what="region", fix="choose a region inside the DEM"):
+    """Row/column slices of ``grid`` that cover ``bounds_m`` (rounded outward, clipped); an error
+    naming ``what`` was asked for, and saying how to ``fix`` it, if they miss the grid."""
     x_min, x_max, y_min, y_max = bounds_m
     left, bottom, right, top = grid.bounds_m
     if x_max <= left or x_min >= right or y_max <= bottom or y_min >= top:
         raise SiteselError(
-            f"region x [{x_min:.0f}, {x_max:.0f}] m, y [{y_min:.0f}, {y_max:.0f}] m is outside {path} "
-            f"(x [{left:.0f}, {right:.0f}] m, y [{bottom:.0f}, {top:.0f}] m); choose a region inside the DEM"
+            f"{what} x [{x_min:.0f}, {x_max:.0f}] m, y [{y_min:.0f}, {y_max:.0f}] m is outside {path} "
+            f"(x [{left:.0f}, {right:.0f}] m, y [{bottom:.0f}, {top:.0f}] m); {fix}"
         )
     res = grid.resolution_m
     c0 = int(np.floor((x_min - grid.x0_m) / res + 1e-9))
