@@ -484,7 +484,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
             "azimuths": config["horizon"]["azimuths"],
             "max_distance_km": config["horizon"]["max_distance_km"],
-            "profile": result.profile.name,
+            "profile": result.profile.record(),
             "grid": {"shape": list(grid.shape), "resolution_m": grid.resolution_m},
             "layer_methods": {
                 method: ", ".join(name for name in result.layer_methods if result.layer_methods[name] == method)

@@ -21,9 +21,11 @@ the weighted mean of the terms.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
+import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -103,7 +105,8 @@ class Profile:
     ``percentile`` (0-100) of the score over the landing area is the site score;
     0 means the worst pixel. ``min_separation_m`` is the minimum ground
     (great-circle) distance between ranked site centres. ``source`` names the
-    file or the caller the profile came from.
+    file (a preset's ``name.toml``, or an absolute path) or the caller the profile came from,
+    ``source_sha256`` the SHA-256 of that file's text (empty if none).
     """
 
     name: str
@@ -118,6 +121,16 @@ class Profile:
     top_n: int
     region: dict | None
     source: str
+    source_sha256: str = ""
+
+    def record(self) -> dict:
+        """Everything that defines the profile, for a run's manifest and report: name, source
+        and its checksum, constraints, weights, landing area, region."""
+        values = asdict(self)
+        landing = ("ellipse_semi_major_m", "ellipse_semi_minor_m", "ellipse_azimuth_deg", "percentile",
+                   "min_separation_m", "top_n")
+        return {**{key: values[key] for key in ("name", "source", "source_sha256", "constraints", "weights")},
+                "landing": {key: values[key] for key in landing}, "region": values["region"]}
 
     @property
     def is_disc(self) -> bool:
@@ -176,13 +189,13 @@ def load_profile(name_or_path: str) -> Profile:
                 f"profile {text!r} is neither a preset ({', '.join(list_profiles())}) nor a TOML file; "
                 "give a preset name or the path of a profile file"
             )
-        source, raw = str(path), path.read_text(encoding="utf-8")
+        source, raw = os.path.abspath(path), path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         raise SiteselError(f"profile {source!r} is not valid TOML: {exc}") from None
     data.setdefault("name", Path(source).stem)
-    return profile_from_dict(data, source)
+    return replace(profile_from_dict(data, source), source_sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest())
 
 
 def profile_from_dict(data: dict, source: str = "<dict>") -> Profile:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -446,3 +447,25 @@ def test_a_folder_a_non_utf8_config_and_a_bad_scheduler_address_are_one_line_err
     cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n')
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--scheduler", "garbage"], capsys)
     assert_one_line_error(code, err, "cannot reach the Dask scheduler at garbage", "tcp://host:port")
+
+
+def test_a_profile_file_is_recorded_with_its_checksum_and_values(small_dem, tmp_path, capsys):
+    from importlib import resources
+
+    text = (resources.files("sitesel") / "profiles" / "default.toml").read_text().replace(
+        "max_slope_deg = 10.0", "max_slope_deg = 12.5")
+    prof = tmp_path / "mine.toml"
+    prof.write_text(text)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n[horizon]\nazimuths = 36\n')
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", cfg, "--out", out, "--quiet", "--profile", prof], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = manifest["run"]["profile"]
+    # an edited copy keeps the preset's name, so its file, checksum and values are what identify it
+    assert recorded["name"] == "default" and recorded["source"] == str(prof)
+    assert recorded["source_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert recorded["constraints"]["max_slope_deg"] == 12.5 and recorded["landing"]["percentile"] == 5.0
+    assert all(Path(entry["path"]).is_absolute() for entry in manifest["inputs"])
+    assert f"source: {prof}" in (out / "report.md").read_text()
