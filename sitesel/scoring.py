@@ -25,7 +25,7 @@ import hashlib
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -121,7 +121,7 @@ class Profile:
     top_n: int
     region: dict | None
     source: str
-    source_sha256: str = ""
+    source_sha256: str = field(default="", compare=False)  # where the values came from, not what they are
 
     def record(self) -> dict:
         """Everything that defines the profile, for a run's manifest and report: name, source
