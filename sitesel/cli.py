@@ -284,7 +284,8 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
             plot_path, summary["azimuth_deg"], summary["horizon_deg"],
             sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
             earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
-            times=series["times_utc"], title=f"{abs(lat):.3f} S {lon:.3f} E, h = {height_m:g} m",
+            times=series["times_utc"],
+            title=f"{plots.point_label(summary['lat'], summary['lon'])}, h = {height_m:g} m",
         )
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
@@ -293,7 +294,8 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
                 "longest_night_h", "earth_visible_fraction", "longest_blackout_h", "observer_height_m",
                 "start", "end", "step_hours"):
         value = summary[key]
-        click.echo(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+        shown = f"{value:.4f}" if isinstance(value, float) else "n/a" if value is None else value
+        click.echo(f"{key:>24}: {shown}")
     if summary.get("longest_nights"):
         click.echo("Longest nights (UTC):")
         for night in summary["longest_nights"]:

@@ -298,11 +298,13 @@ def decimals_for(column: str) -> int:
     """Decimal places written for a float column of the sites files.
 
     lat/lon 6 (0.03 m on the ground), ``*_deg`` 4, metres (``*_m``) 3,
-    hours (``*_h``) 3, ``*_km``/``*_km2`` 4; anything else, including scores
-    and the normalised ``term_*`` values, 6.
+    hours (``*_h``) 3, ``*_km``/``*_km2`` 4, counts (``n_*``) 0; anything else,
+    including scores and the normalised ``term_*`` values, 6.
     """
     if column in ("lat", "lon") or column.startswith(("term_", "score")):
         return 6
+    if column.startswith("n_"):
+        return 0
     for suffix, decimals in (("_deg", 4), ("_m", 3), ("_h", 3), ("_km", 4), ("_km2", 4)):
         if column.endswith(suffix):
             return decimals
@@ -316,6 +318,8 @@ def _round_value(column, value):
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
+        if decimals_for(column) == 0:  # a count: a whole number in the CSV and the GeoJSON
+            return round(value)
         return round(value, decimals_for(column)) + 0.0  # + 0.0 turns -0.0 into 0.0
     if value is None or isinstance(value, (bool, int, str)):
         return value
@@ -324,7 +328,8 @@ def _round_value(column, value):
 
 def site_columns(sites: list[dict]) -> list[str]:
     """Column order: LEAD, known metrics, other keys sorted, then the ellipse columns."""
-    keys = set().union(*sites) if sites else set()
+    # with no site, the header still names every metric (tools reading it get the usual columns)
+    keys = set().union(*sites) if sites else set(METRIC_COLUMNS)
     for required in LEAD_COLUMNS + ELLIPSE_COLUMNS:
         if sites and required not in keys:
             raise ValueError(f"sites lack the required column '{required}'")

@@ -456,7 +456,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
                 sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
                 earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
                 times=result.track.times_utc,
-                title=f"Site {site['rank']}: {abs(site['lat']):.3f} S {site['lon']:.3f} E",
+                title=f"Site {site['rank']}: {plots.point_label(site['lat'], site['lon'])}",
             ))
             figures.append((f"Horizon of site {site['rank']}", f"plots/{path.name}"))
         with Progress(len(layer_jobs) + len(figure_jobs), "writing outputs", unit="file", quiet=quiet) as bar:

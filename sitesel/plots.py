@@ -94,6 +94,13 @@ def _lat_label(lat):
     return f"{abs(lat):g}°S" if lat < 0 else f"{lat:g}°N"
 
 
+def point_label(lat_deg, lon_deg, decimals=3) -> str:
+    """A point's latitude and longitude for a title, with hemisphere letters: "89.538 S 151.422 W"."""
+    lon = float(wrap_longitude_deg(lon_deg))
+    return (f"{abs(lat_deg):.{decimals}f} {'S' if lat_deg < 0 else 'N'} "
+            f"{abs(lon):.{decimals}f} {'W' if lon < 0 else 'E'}")
+
+
 def _lon_label(lon):
     lon = float(wrap_longitude_deg(lon))
     if lon == 0.0 or lon == -180.0:

@@ -184,7 +184,25 @@ def test_sites_require_core_columns(tmp_path):
     del site["ellipse_azimuth_deg"]
     with pytest.raises(ValueError, match="ellipse_azimuth_deg"):
         outputs.write_sites_csv(tmp_path / "sites.csv", [site])
-    assert outputs.write_sites_csv(tmp_path / "empty.csv", []).read_text().startswith("rank,lat,lon,")
+    # with no site the header still names every metric
+    header = outputs.write_sites_csv(tmp_path / "empty.csv", []).read_text().strip().split(",")
+    assert header == [*outputs.LEAD_COLUMNS, *outputs.METRIC_COLUMNS, *outputs.ELLIPSE_COLUMNS]
+
+
+def test_counts_are_whole_numbers_in_the_sites_files(tmp_path):
+    site = {**_site(1, -89.0, 0.0), "n_long_nights": np.float32(3.0)}
+    row = dict(zip(*csv.reader(io.StringIO(outputs.sites_csv_text([site])))))
+    assert row["n_long_nights"] == "3"
+    geojson = json.loads(outputs.write_sites_geojson(tmp_path / "s.geojson", [site]).read_text())
+    assert geojson["features"][0]["properties"]["n_long_nights"] == 3
+
+
+def test_point_label_names_hemispheres():
+    from sitesel.plots import point_label
+
+    assert point_label(-89.5381, -151.4219) == "89.538 S 151.422 W"
+    assert point_label(-89.5, 208.5781) == "89.500 S 151.422 W"  # east-positive beyond 180 wraps
+    assert point_label(-88.0, 30.0, decimals=1) == "88.0 S 30.0 E"
 
 
 def _ring_xy(feature):
