@@ -151,8 +151,9 @@ def _check_values(config: dict, source: str):
                                f"{MAX_OBSERVER_HEIGHT_M:g} or a list of them, got {height!r}")
     if isinstance(heights, list) and not heights:
         raise SiteselError(f"{source}: observer.height_m is an empty list: give at least one height, e.g. [2.0]")
-    if isinstance(heights, list) and len(set(heights)) != len(heights):
-        raise SiteselError(f"{source}: observer.height_m lists a height twice, got {heights!r}")
+    if isinstance(heights, list) and len(set(map(height_dir_name, heights))) != len(heights):
+        raise SiteselError(f"{source}: observer.height_m lists a height twice (or two that round to the same "
+                           f"layer folder, h<height>m, to 6 digits), got {heights!r}")
     if config["surface"]["baseline_m"] <= 0:
         raise SiteselError(f"{source}: surface.baseline_m must be positive")
     if config["run"]["tile_px"] < 16:
@@ -182,6 +183,11 @@ def load_config(path: str | Path) -> dict:
         if key in dem:
             dem[key] = str((path.parent / dem[key]).resolve()) if not Path(dem[key]).is_absolute() else dem[key]
     return config
+
+
+def height_dir_name(height_m: float) -> str:
+    """Folder of one observer height's layers, e.g. ``h2m``, ``h10m``, ``h2.5m`` (6 significant digits)."""
+    return f"h{height_m:g}m"
 
 
 def observer_heights_m(config: dict) -> list[float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .config import observer_heights_m, resolve_period
+from .config import height_dir_name, observer_heights_m, resolve_period
 from .ephemeris import Track, body_track
 from .errors import SiteselError
 from .figure_pool import FigurePool
@@ -375,11 +375,6 @@ def compute(
         constraint_summary=constraint_summary,
         timings_s=timings,
     )
-
-
-def height_dir_name(height_m: float) -> str:
-    """Folder of one observer height's layers, e.g. ``h2m``, ``h10m``, ``h2.5m``."""
-    return f"h{height_m:g}m"
 
 
 def height_comparison(result: RunResult) -> list[dict]:
