@@ -64,7 +64,8 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
             quiet=quiet, profile=profile, window=window,
         )
         pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
-                               total_time_s=time.perf_counter() - clock, written_inputs=written_inputs)
+                               total_time_s=time.perf_counter() - clock, written_inputs=written_inputs,
+                               run_warnings=_WARNED)
     except BaseException:
         # a run stopped before it wrote anything leaves no directory behind that it made (finished
         # tiles stay for --resume)
@@ -353,13 +354,19 @@ def synth(out_path, size, resolution_m, seed):
     click.echo(str(out_path))
 
 
+#: The warnings printed by this command so far, for its report and manifest.
+_WARNED: list[str] = []
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"sitesel: warning: {message}", err=True)
+    _WARNED.append(str(message))
 
 
 def main(argv=None):
     """Console entry point: turns input errors into one line and a non-zero exit."""
     warnings.showwarning = _show_warning
+    _WARNED.clear()
     try:
         cli.main(args=argv, prog_name="sitesel", standalone_mode=False)
     except click.exceptions.Abort:

@@ -399,12 +399,14 @@ def height_comparison(result: RunResult) -> list[dict]:
 
 
 def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: list, quiet: bool = False,
-                  total_time_s: float | None = None, written_inputs: dict | None = None) -> list[Path]:
+                  total_time_s: float | None = None, written_inputs: dict | None = None,
+                  run_warnings: list | None = None) -> list[Path]:
     """Write layers, sites, plots, report and manifest into ``out_dir``; return the files written.
 
     ``inputs``: the input files, listed with their checksums in the manifest. ``written_inputs``
     (file name -> Terrain): inputs the caller made itself (the demo's DEMs), written into ``out_dir``
-    with the outputs, as part of their set, and listed with ``inputs``. ``total_time_s``, the time
+    with the outputs, as part of their set, and listed with ``inputs``. ``run_warnings``: what the
+    run warned about, kept in the report and the manifest. ``total_time_s``, the time
     the run took before its outputs, and the time taken here make the manifest's total."""
     from . import outputs, plots, report
     from .terrain.grid import bearing_to_local_azimuth_deg
@@ -487,6 +489,8 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             },
             "sitesel": __version__,
         }
+        if run_warnings:
+            run_info["warnings"] = [str(text) for text in run_warnings]
         comparison = height_comparison(result)
         summary = {"psr_area_km2": comparison[0]["psr_area_km2"]}
         landing = result.profile.ellipse_semi_major_m  # the disc radius for a disc

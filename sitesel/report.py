@@ -102,11 +102,15 @@ def _table(headers, rows) -> list[str]:
 
 def _run_section(run: dict) -> list[str]:
     lines = ["## What was run", ""]
-    keys = [k for k in RUN_LABELS if k in run] + sorted(k for k in run if k not in RUN_LABELS)
+    keys = [k for k in RUN_LABELS if k in run] + sorted(k for k in run if k not in RUN_LABELS and k != "warnings")
     for key in keys:
         lines.append(f"- **{RUN_LABELS.get(key, key)}**: {_inline(run[key])}")
     lines.append(f"- **Software**: {_inline(software_versions())}")
-    return lines + [""]
+    lines.append("")
+    if run.get("warnings"):
+        # what the run said on stderr, kept with its results
+        lines += ["## Warnings", "", *(f"- {text}" for text in run["warnings"]), ""]
+    return lines
 
 
 def no_sites_hint(constraints) -> str:
@@ -231,7 +235,8 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
     run : dict
         What was run (``dem`` provenance with its checksum, ``region``,
         ``period``, ``observer_height_m``, ``profile``, ...); rendered in a
-        fixed order, unknown keys after the known ones.
+        fixed order, unknown keys after the known ones, and its ``warnings``
+        (a list of lines) in a section of their own.
     sites : list of dict
         Ranked sites as from :func:`sitesel.ranking.rank_sites`; ``term_*``
         keys give the per-term table.

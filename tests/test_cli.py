@@ -298,6 +298,11 @@ def test_run_with_region_and_nan_holes(tmp_path, capsys):
     warning = [line for line in err.splitlines() if "has no height" in line]
     assert len(warning) == 1 and warning[0].startswith("sitesel: warning: ")
     assert f"{100 * no_height.mean():.2f}% of the area to analyse has no height" in warning[0]
+    # and the report and manifest keep what it said
+    report = (out / "report.md").read_text()
+    assert "## Warnings" in report and f"- {warning[0].removeprefix('sitesel: warning: ')}" in report
+    assert json.loads((out / "manifest.json").read_text())["run"]["warnings"] == [
+        line.removeprefix("sitesel: warning: ") for line in err.splitlines()]
 
 
 def test_a_region_run_searches_the_rest_of_the_dem(tmp_path, capsys):
