@@ -105,6 +105,7 @@ class RunResult:
     site_horizons: list[np.ndarray]
     constraint_summary: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
+    tiles: dict[str, int] = field(default_factory=dict)  # "total", and "resumed" from an earlier run's checkpoints
 
 
 def resolve_profile(spec) -> Profile:
@@ -282,6 +283,7 @@ def compute(
             bar.set(sum(finished))
 
         work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
+        tile_counts = {"total": len(tiles), "resumed": sum(store.has(tile) for tile in tiles) if resume else 0}
         results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)
     timings["horizon_visibility"] = time.perf_counter() - clock
     if client is None:
@@ -363,6 +365,7 @@ def compute(
     methods["psr"] = methods["psr_distance_m"] = exact
 
     return RunResult(
+        tiles=tile_counts,
         terrain=analysed,
         layers=layers,
         height_layers=height_layers,
@@ -505,7 +508,9 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             timings["total"] = total_time_s + timings["outputs"]
         # a written input is listed at its final path
         inputs = [*inputs, *((out_dir / name, final_dir / name) for name in written_inputs or {})]
-        manifest = report.build_manifest(inputs=inputs, config=config, timings=timings, extra={"run": run_info})
+        # the tiles reused by --resume: in the manifest only, as the report is the same either way
+        manifest = report.build_manifest(inputs=inputs, config=config, timings=timings,
+                                         extra={"run": run_info, "tiles": result.tiles})
         outputs.write_json(out_dir / "manifest.json", manifest)
         written.append(out_dir / "manifest.json")
     return [final_dir / path.relative_to(out_dir) for path in written]

@@ -95,6 +95,10 @@ def test_demo_is_reproducible_and_resumes(demo_dir, tmp_path, capsys):
     code, _, err = run_cli(["demo", "--out", out, *SMALL_DEMO, "--resume"], capsys)
     assert code == 0, err
     assert (out / "layers" / "score.tif").read_bytes() == (demo_dir / "layers" / "score.tif").read_bytes()
+    assert (out / "report.md").read_bytes() == (demo_dir / "report.md").read_bytes()
+    # the manifest says the tiles were reused
+    assert json.loads((out / "manifest.json").read_text())["tiles"] == {"total": 1, "resumed": 1}
+    assert json.loads((demo_dir / "manifest.json").read_text())["tiles"] == {"total": 1, "resumed": 0}
 
 
 def test_site_with_the_demos_far_field_sees_what_the_map_saw(demo_dir, capsys):
