@@ -317,6 +317,8 @@ def compute(
             constraint_summary[f"{key} (of the fully scanned pixels)"] = scanned_only[key]
     for site in sites:
         site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
+        # how far its horizon search runs on supplied terrain before the continuation rule (see horizon)
+        site["terrain_reach_km"] = search_reach_m((site["x_m"], site["y_m"]) * 2, terrain, far_field) / 1e3
     timings["scoring_ranking"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -124,7 +124,7 @@ def no_sites_hint(constraints) -> str:
             "the centre) to meet them all: relax the tightest constraint, shrink [landing], or use a sharper DEM.")
 
 
-def _sites_section(sites: list[dict], constraints=None) -> list[str]:
+def _sites_section(sites: list[dict], constraints=None, max_distance_km=None) -> list[str]:
     lines = ["## Top sites", ""]
     if not sites:
         lines.append("No site met every hard constraint of the profile.")
@@ -137,7 +137,14 @@ def _sites_section(sites: list[dict], constraints=None) -> list[str]:
     )
     lines.append("")
     rows = [[_cell(site, key, fmt) for key, _, fmt in SITE_TABLE] for site in sites]
-    return lines + _table([header for _, header, _ in SITE_TABLE], rows) + [""]
+    lines += _table([header for _, header, _ in SITE_TABLE], rows) + [""]
+    short = [site for site in sites if max_distance_km is not None
+             and site.get("terrain_reach_km", math.inf) < max_distance_km - 1e-3]
+    if short:
+        reaches = ", ".join(f"{site['rank']} ({site['terrain_reach_km']:.1f} km)" for site in short)
+        lines += [f"The supplied terrain ends closer than the {max_distance_km:g} km horizon search to sites "
+                  f"{reaches}: their horizons miss any terrain beyond it (`terrain_reach_km` in sites.csv).", ""]
+    return lines
 
 
 def _terms_section(sites: list[dict]) -> list[str]:
@@ -218,7 +225,7 @@ def report_text(*, run: dict, sites: list[dict], figures, layers_summary: dict, 
     """The Markdown text of the report (see :func:`write_report`)."""
     lines = ["# sitesel report", ""]
     lines += _run_section(run)
-    lines += _sites_section(sites, constraints)
+    lines += _sites_section(sites, constraints, run.get("max_distance_km"))
     lines += _terms_section(sites)
     lines += _summary_section(layers_summary)
     lines += _heights_section(height_comparison)

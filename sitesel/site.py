@@ -54,8 +54,8 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         warnings.simplefilter("ignore")
         terrain = read_terrain(dem_path, region=region)
     far_field = None if far_field_path is None else read_far_field(far_field_path, terrain, max_distance_m)
-    warning = short_reach_warning(search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field), max_distance_m, far_field,
-                                  "the point")
+    reach_m = search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field)
+    warning = short_reach_warning(reach_m, max_distance_m, far_field, "the point")
     if warning:
         warnings.warn(warning, stacklevel=2)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
@@ -93,6 +93,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         "end": end,
         "step_hours": step_hours,
         "pixel": {"row": row, "col": col, "resolution_m": terrain.resolution_m},
+        "terrain_reach_km": reach_m / 1e3,
         "azimuth_reference": "grid north (the point is the pole)" if np.hypot(x_m, y_m) < 1e-6 else "local north",
     }
     for key in ("sun_lit_fraction", "sun_disc_fraction", "longest_night_h", "earth_visible_fraction",

@@ -131,6 +131,9 @@ def test_site_json(small_dem, capsys):
     assert len(summary["azimuth_deg"]) == len(summary["horizon_deg"]) == 72
     # "lit" is any part of the disc up, so the visible share of the disc is at most the lit share
     assert 0.0 <= summary["sun_disc_fraction"] <= summary["sun_lit_fraction"] <= 1.0
+    # how far the search runs on the DEM: to its nearer edge along x or y (it is 25.6 km wide, centred on the pole)
+    assert summary["terrain_reach_km"] == pytest.approx(12.8 - abs(summary["x_m"]) / 1e3, abs=1e-6)
+    assert "the DEM reaches only 10.7 km beyond the point" in err
     span_h = (np.datetime64(summary["end"]) - np.datetime64(summary["start"])) / np.timedelta64(1, "h")
     assert 0.0 <= summary["longest_night_h"] <= span_h and 0.0 <= summary["longest_blackout_h"] <= span_h
 
@@ -337,6 +340,11 @@ def test_a_region_run_searches_the_rest_of_the_dem(tmp_path, capsys):
         "horizons toward the edge miss distant massifs; add a wider, coarser product as [dem] far_field "
         "(site: --far-field), e.g. LDEM_80S_80M")
     assert errors["region"].strip().startswith("sitesel: warning: the DEM and its far field reach only 25.6 km beyond")
+    # and the report names the sites whose search ends early, from terrain_reach_km in sites.csv
+    report = (tmp_path / "region" / "report.md").read_text()
+    sites = json.loads((tmp_path / "region" / "sites.geojson").read_text())["features"]
+    reach = sites[0]["properties"]["terrain_reach_km"]
+    assert 25.6 <= reach < 32.0 and f"horizon search to sites 1 ({reach:.1f} km)" in report
 
 def test_run_on_an_area_without_any_height_is_refused(tmp_path, capsys):
     terrain = synthetic_south_pole(size=64, resolution_m=400.0, seed=5)
