@@ -7,6 +7,7 @@ internal error prints one line too (set SITESEL_DEBUG=1 for the traceback).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -24,6 +25,13 @@ EXIT_INPUT_ERROR = 2
 
 #: Largest DEM (pixels) that `run` reads whole; bigger products need a [region].
 MAX_WHOLE_DEM_PX = 8192 * 8192
+
+
+def _output_dir(ctx, param, value) -> Path:
+    """--out as a Path; an empty one is refused (it would be the current folder)."""
+    if not value:
+        raise click.BadParameter("is empty; give a folder, e.g. --out sitesel-out", ctx, param)
+    return Path(value)
 
 
 class Finite(click.FloatRange):
@@ -116,7 +124,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sitesel-demo"), show_default=True,
+@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-demo", show_default=True,
               help="Output directory.")
 @click.option("--size", type=click.IntRange(32, 8192), default=500, show_default=True,
               help="Terrain size in pixels per side.")
@@ -156,7 +164,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG.toml", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("sitesel-out"), show_default=True,
+@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-out", show_default=True,
               help="Output directory.")
 @click.option("--profile", "profile_name", default=None, help="Mission profile preset or TOML path (overrides the config).")
 @click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Run tiles on a local Dask cluster of N workers.")
@@ -206,6 +214,11 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     try:
         _run_and_write(terrain, config, out_dir, inputs=inputs, resume=resume, quiet=quiet, far_field=far_field,
                        client=client, profile=profile, window=window)
+    except BaseException:
+        if client is not None:
+            # the workers' cancelled tasks would log warnings after the one-line error
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+        raise
     finally:
         if client is not None:
             client.close()

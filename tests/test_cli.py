@@ -438,6 +438,7 @@ def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeyp
     (["run", "x.toml", "--years", "nan"], "Invalid value for '--years'"),
     (["synth", "x.tif", "--resolution-m", "inf"], "Invalid value for '--resolution-m'"),
     (["demo", "--bogus"], "No such option '--bogus'"),
+    (["run", "x.toml", "--out", ""], "Invalid value for '--out': is empty; give a folder"),
 ])
 def test_bad_options_are_one_line_errors(args, fragment, capsys):
     # nan passes every bound (it compares false), so it is refused by name; click's usage errors are one line too
