@@ -487,3 +487,29 @@ def test_a_profile_file_is_recorded_with_its_checksum_and_values(small_dem, tmp_
     assert recorded["constraints"]["max_slope_deg"] == 12.5 and recorded["landing"]["percentile"] == 5.0
     assert all(Path(entry["path"]).is_absolute() for entry in manifest["inputs"])
     assert f"source: {prof}" in (out / "report.md").read_text()
+
+
+def test_a_stopped_dask_run_closes_its_client_and_quiets_its_workers(small_dem, tmp_path, capsys, monkeypatch):
+    import logging
+
+    import sitesel.cli
+    import sitesel.pipeline
+
+    closed = []
+
+    class FakeClient:
+        def close(self):
+            closed.append(True)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sitesel.cli, "_dask_client", lambda workers, scheduler: FakeClient())
+    monkeypatch.setattr(sitesel.pipeline, "compute", stopped)
+    logger = logging.getLogger("distributed")
+    monkeypatch.setattr(logger, "level", logging.WARNING)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--workers", "2"], capsys)
+    assert code == 130 and err.strip().endswith("sitesel: interrupted")
+    assert closed == [True] and logger.level == logging.ERROR
