@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__
 from .constants import MAX_AZIMUTHS, MAX_OBSERVER_HEIGHT_M, MIN_AZIMUTHS
-from .errors import SiteselError
+from .errors import SiteselError, SiteselWarning
 
 EXIT_INPUT_ERROR = 2
 
@@ -37,6 +37,14 @@ def _output_dir(ctx, param, value) -> Path:
 class Finite(click.FloatRange):
     """A float option or argument, optionally bounded, that refuses nan (which passes every
     bound, since it compares false) and inf."""
+
+    name = "float"
+
+    def get_metavar(self, param, ctx=None):
+        # an unbounded option is a plain FLOAT in --help; an argument keeps its own name (LAT)
+        if self.min is None and self.max is None and not isinstance(param, click.Argument):
+            return "FLOAT"
+        return super().get_metavar(param, ctx)
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
@@ -367,17 +375,20 @@ def synth(out_path, size, resolution_m, seed):
     click.echo(str(out_path))
 
 
-#: The warnings printed by this command so far, for its report and manifest.
+#: sitesel's own warnings printed by this command so far, for its report and manifest (those of
+#: other libraries, e.g. Dask's about graph sizes, depend on how the run was executed, not on what it found).
 _WARNED: list[str] = []
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     click.echo(f"sitesel: warning: {message}", err=True)
-    _WARNED.append(str(message))
+    if issubclass(category, SiteselWarning):
+        _WARNED.append(str(message))
 
 
 def main(argv=None):
     """Console entry point: turns input errors into one line and a non-zero exit."""
+    shown_before = warnings.showwarning
     warnings.showwarning = _show_warning
     _WARNED.clear()
     try:
@@ -385,6 +396,9 @@ def main(argv=None):
     except click.exceptions.Abort:
         click.echo("sitesel: interrupted", err=True)
         sys.exit(130)
+    except _NO_ARGS_IS_HELP as exc:  # plain `sitesel`: the help, as click prints it
+        exc.show()
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         # one line, as for every input error (click's own form takes four)
         hint = ""
@@ -404,6 +418,12 @@ def main(argv=None):
         click.echo(f"sitesel: internal error: {type(exc).__name__}: {exc} (set SITESEL_DEBUG=1 for a traceback)",
                    err=True)
         sys.exit(1)
+    finally:
+        warnings.showwarning = shown_before
+
+
+#: click (8.2 and later) raises this usage error, whose message is the whole help, for a group run without a command.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 if __name__ == "__main__":

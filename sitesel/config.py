@@ -187,7 +187,7 @@ def load_config(path: str | Path) -> dict:
 
 def height_dir_name(height_m: float) -> str:
     """Folder of one observer height's layers, e.g. ``h2m``, ``h10m``, ``h2.5m`` (6 significant digits)."""
-    return f"h{height_m:g}m"
+    return f"h{height_m + 0.0:g}m"  # + 0.0: -0.0 is 0
 
 
 def observer_heights_m(config: dict) -> list[float]:

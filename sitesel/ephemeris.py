@@ -74,6 +74,16 @@ class Track:
         return str(self.times_utc[-1] + np.timedelta64(_step_seconds(self.step_hours), "s"))
 
 
+def covered_end(start, end, step_hours) -> str:
+    """The end of the span a track from ``start`` to ``end`` every ``step_hours`` covers: its
+    last step's end, ``end`` itself unless the span is not a whole number of steps, when the
+    last step runs past it. Gap lengths and the report use this end."""
+    t0, t1, step_s = validate_time_range(start, end, step_hours)
+    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
+    covered = t0 + np.timedelta64(n_steps * step_s, "s")
+    return str(end) if covered == t1 else str(covered)
+
+
 def _parse_date(text, what: str) -> np.datetime64:
     if re.search(r"T[0-9:.]+[+-][0-9]{2}(:?[0-9]{2})?$", str(text).strip()):
         raise SiteselError(f"the {what} time {text!r} has a UTC offset; give it in UTC without one, e.g. "

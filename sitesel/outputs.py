@@ -328,7 +328,7 @@ def _round_value(column, value):
 
 def site_columns(sites: list[dict]) -> list[str]:
     """Column order: LEAD, known metrics, other keys sorted, then the ellipse columns."""
-    # with no site, the header still names every metric (tools reading it get the usual columns)
+    # with no site, the header still names the lead, metric and ellipse columns
     keys = set().union(*sites) if sites else set(METRIC_COLUMNS)
     for required in LEAD_COLUMNS + ELLIPSE_COLUMNS:
         if sites and required not in keys:

@@ -18,8 +18,8 @@ import numpy as np
 
 from . import __version__
 from .config import height_dir_name, observer_heights_m, resolve_period
-from .ephemeris import Track, body_track
-from .errors import SiteselError
+from .ephemeris import Track, body_track, covered_end
+from .errors import SiteselError, SiteselWarning
 from .figure_pool import FigurePool
 from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .progress import Progress
@@ -106,6 +106,7 @@ class RunResult:
     constraint_summary: dict[str, float] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     tiles: dict[str, int] = field(default_factory=dict)  # "total", and "resumed" from an earlier run's checkpoints
+    far_field: dict | None = None  # the far field's provenance (file, window, decimation), if one was used
 
 
 def resolve_profile(spec) -> Profile:
@@ -199,7 +200,7 @@ def compute(
         warnings.warn(f"{100 * no_height:.2f}% of the area to analyse has no height (holes in the DEM or the edge "
                       "of its coverage): those pixels are nodata in every layer (255 in psr and feasible), no pixel "
                       "whose lander footprint reaches them is feasible, and they block no horizon; fill small holes "
-                      "first (e.g. gdal_fillnodata.py) to analyse them", stacklevel=2)
+                      "first (e.g. gdal_fillnodata.py) to analyse them", SiteselWarning, stacklevel=2)
 
     def in_terrain(tile):
         rows, cols = tile
@@ -208,7 +209,7 @@ def compute(
     warning = short_reach_warning(search_reach_m(analysed.grid.bounds_m, terrain, far_field),
                                   float(config["horizon"]["max_distance_km"]) * 1e3, far_field)
     if warning:
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, SiteselWarning, stacklevel=2)
 
     timings: dict[str, float] = {}
     profile = profile or resolve_profile(config["profile"])
@@ -368,6 +369,7 @@ def compute(
 
     return RunResult(
         tiles=tile_counts,
+        far_field=None if far_field is None else far_field.provenance,
         terrain=analysed,
         layers=layers,
         height_layers=height_layers,
@@ -481,8 +483,10 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
         heights_m = list(result.height_layers)
         run_info = {
             "dem": result.terrain.provenance,
+            **({"far_field": result.far_field} if result.far_field is not None else {}),
             "region": config.get("region"),
-            "period": {"start": start, "end": end, "step_hours": step_hours, "steps": len(result.track)},
+            "period": {"start": start, "end": covered_end(start, end, step_hours), "step_hours": step_hours,
+                       "steps": len(result.track)},
             "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
             "azimuths": config["horizon"]["azimuths"],
             "max_distance_km": config["horizon"]["max_distance_km"],

@@ -24,6 +24,7 @@ VERSIONED_PACKAGES = ("numpy", "scipy", "numba", "rasterio", "skyfield", "matplo
 #: Labels of well-known ``run`` keys, in report order; other keys follow sorted.
 RUN_LABELS = {
     "dem": "DEM",
+    "far_field": "Far field (distant horizon)",
     "region": "Region",
     "period": "Period (UTC)",
     "observer_height_m": "Observer height (m)",
@@ -77,7 +78,7 @@ def _inline(value) -> str:
     """A compact one-line rendering of a run value."""
     value = jsonable(value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_inline(v)}" for k, v in value.items())
+        return "; ".join(f"{k}: {_window(v) if k == 'window' else _inline(v)}" for k, v in value.items())
     if isinstance(value, list):
         return " x ".join(_inline(v) for v in value) if all(isinstance(v, int) for v in value) else ", ".join(
             _inline(v) for v in value
@@ -85,6 +86,12 @@ def _inline(value) -> str:
     if isinstance(value, float):
         return f"{value:.10g}"
     return "n/a" if value is None else str(value)
+
+
+def _window(window) -> str:
+    """A DEM window ``[row0, row1, col0, col1]`` (provenance) as rows and columns of the file."""
+    r0, r1, c0, c1 = window
+    return f"rows {r0}-{r1}, cols {c0}-{c1} of the file"
 
 
 def _cell(site, key, fmt) -> str:

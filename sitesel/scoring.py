@@ -180,8 +180,7 @@ def load_profile(name_or_path: str) -> Profile:
     """Load a shipped preset by name, or a profile TOML file by path."""
     text = str(name_or_path)
     if text in list_profiles():
-        res = resources.files("sitesel") / "profiles" / f"{text}.toml"
-        source, raw = f"{text}.toml", res.read_text(encoding="utf-8")
+        source, blob = f"{text}.toml", (resources.files("sitesel") / "profiles" / f"{text}.toml").read_bytes()
     else:
         path = Path(text).expanduser()
         if not path.is_file():
@@ -189,13 +188,18 @@ def load_profile(name_or_path: str) -> Profile:
                 f"profile {text!r} is neither a preset ({', '.join(list_profiles())}) nor a TOML file; "
                 "give a preset name or the path of a profile file"
             )
-        source, raw = os.path.abspath(path), path.read_text(encoding="utf-8")
+        source, blob = os.path.abspath(path), path.read_bytes()
+    sha256 = hashlib.sha256(blob).hexdigest()  # of the file's bytes, as the manifest hashes its inputs
+    try:
+        raw = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SiteselError(f"profile {source!r} is not UTF-8 text; save it as UTF-8 (TOML requires it)") from None
     try:
         data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         raise SiteselError(f"profile {source!r} is not valid TOML: {exc}") from None
     data.setdefault("name", Path(source).stem)
-    return replace(profile_from_dict(data, source), source_sha256=hashlib.sha256(raw.encode("utf-8")).hexdigest())
+    return replace(profile_from_dict(data, source), source_sha256=sha256)
 
 
 def profile_from_dict(data: dict, source: str = "<dict>") -> Profile:

@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 
 from .config import resolve_period
-from .ephemeris import body_track
-from .errors import SiteselError
+from .ephemeris import body_track, covered_end
+from .errors import SiteselError, SiteselWarning
 from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .surface import footprint_size_px, slope_roughness
 from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
@@ -34,7 +34,8 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
                            "(or 0..360) degrees")
     # one name per point: east-positive longitude in [-180, 180) (DESIGN.md section 2), and 0 at the
     # pole, whose azimuths are then grid bearings, as its summary says
-    lon_deg = 0.0 if lat_deg == -90.0 else (lon_deg + 180.0) % 360.0 - 180.0
+    at_pole = bool(np.hypot(*latlon_to_xy(lat_deg, lon_deg)) < 1e-6)
+    lon_deg = 0.0 if at_pole else (lon_deg + 180.0) % 360.0 - 180.0
     period = {"start": "2027-01-01", "step_hours": 1.0, **(period or {})}
     start, end, step_hours = resolve_period(period)
     track = body_track(start, end, step_hours)
@@ -57,7 +58,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     reach_m = search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field)
     warning = short_reach_warning(reach_m, max_distance_m, far_field, "the point")
     if warning:
-        warnings.warn(warning, stacklevel=2)
+        warnings.warn(warning, SiteselWarning, stacklevel=2)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
     row, col = int(np.clip(np.rint(row_f), 0, terrain.shape[0] - 1)), int(np.clip(np.rint(col_f), 0, terrain.shape[1] - 1))
     ground_m = float(terrain.height_m[row, col])
@@ -90,11 +91,11 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         "horizon_deg": [round(float(h), 4) for h in horizon_deg[order]],
         "observer_height_m": float(observer_height_m),
         "start": start,
-        "end": end,
+        "end": covered_end(start, end, step_hours),
         "step_hours": step_hours,
         "pixel": {"row": row, "col": col, "resolution_m": terrain.resolution_m},
         "terrain_reach_km": reach_m / 1e3,
-        "azimuth_reference": "grid north (the point is the pole)" if np.hypot(x_m, y_m) < 1e-6 else "local north",
+        "azimuth_reference": "grid north (the point is the pole)" if at_pole else "local north",
     }
     for key in ("sun_lit_fraction", "sun_disc_fraction", "longest_night_h", "earth_visible_fraction",
                 "longest_blackout_h"):

@@ -133,7 +133,7 @@ def test_site_json(small_dem, capsys):
     assert 0.0 <= summary["sun_disc_fraction"] <= summary["sun_lit_fraction"] <= 1.0
     # how far the search runs on the DEM: to its nearer edge along x or y (it is 25.6 km wide, centred on the pole)
     assert summary["terrain_reach_km"] == pytest.approx(12.8 - abs(summary["x_m"]) / 1e3, abs=1e-6)
-    assert "the DEM reaches only 10.7 km beyond the point" in err
+    assert "the DEM reaches only 10.6 km beyond the point" in err  # 10.66 km, rounded down
     span_h = (np.datetime64(summary["end"]) - np.datetime64(summary["start"])) / np.timedelta64(1, "h")
     assert 0.0 <= summary["longest_night_h"] <= span_h and 0.0 <= summary["longest_blackout_h"] <= span_h
 
@@ -336,8 +336,8 @@ def test_a_region_run_searches_the_rest_of_the_dem(tmp_path, capsys):
     # both say in one line how far their search runs on supplied terrain (the DEM is 64 km wide)
     assert errors["whole"].strip() == (
         "sitesel: warning: the DEM reaches only 0.0 km beyond the analysed area on its nearest side, less than "
-        "the 150 km horizon search: terrain farther out is taken to continue at each observer's own height, so "
-        "horizons toward the edge miss distant massifs; add a wider, coarser product as [dem] far_field "
+        "the 150 km horizon search: terrain farther out is taken to continue at each observer's own ground height, "
+        "so horizons toward the edge miss distant massifs; add a wider, coarser product as [dem] far_field "
         "(site: --far-field), e.g. LDEM_80S_80M")
     assert errors["region"].strip().startswith("sitesel: warning: the DEM and its far field reach only 25.6 km beyond")
     # and the report names the sites whose search ends early, from terrain_reach_km in sites.csv
@@ -382,7 +382,9 @@ def test_run_with_two_heights_and_years(small_dem, tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "Observer heights compared" in report
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["run"]["period"]["end"] == "2028-12-31T12:00:00"  # 2 Julian years of 365.25 days
+    # 2 Julian years of 365.25 days end at 2028-12-31T12:00, within the 366th 48 h step: the span covered runs to
+    # that step's end
+    assert manifest["run"]["period"]["end"] == "2029-01-02T00:00:00" and manifest["run"]["period"]["steps"] == 366
 
 
 def test_run_without_any_site_says_which_constraint_binds(small_dem, tmp_path, capsys):
@@ -439,6 +441,7 @@ def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeyp
     (["synth", "x.tif", "--resolution-m", "inf"], "Invalid value for '--resolution-m'"),
     (["demo", "--bogus"], "No such option '--bogus'"),
     (["run", "x.toml", "--out", ""], "Invalid value for '--out': is empty; give a folder"),
+    (["site", "abc", "0", "--dem", "x.tif"], "Invalid value for 'LAT': 'abc' is not a valid float."),
 ])
 def test_bad_options_are_one_line_errors(args, fragment, capsys):
     # nan passes every bound (it compares false), so it is refused by name; click's usage errors are one line too
@@ -513,3 +516,49 @@ def test_a_stopped_dask_run_closes_its_client_and_quiets_its_workers(small_dem, 
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--workers", "2"], capsys)
     assert code == 130 and err.strip().endswith("sitesel: interrupted")
     assert closed == [True] and logger.level == logging.ERROR
+
+
+def test_gaps_never_exceed_the_span_the_output_states(small_dem, capsys):
+    # 25 h at 24 h steps: two steps, so the span covered runs to the second step's end, and the output says so
+    code, out, err = run_cli(["site", "-89.9", "10", "--dem", small_dem, "--json", "--azimuths", "36", "--start",
+                              "2027-01-01", "--end", "2027-01-02T01:00", "--step-hours", "24"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    span_h = (np.datetime64(summary["end"]) - np.datetime64(summary["start"])) / np.timedelta64(1, "h")
+    assert span_h == 48.0 and summary["longest_blackout_h"] <= span_h and summary["longest_night_h"] <= span_h
+
+
+def test_plain_sitesel_prints_its_help(capsys):
+    code, out, err = run_cli([], capsys)
+    assert code in (0, 2) and "Usage: sitesel [OPTIONS] COMMAND" in out + err and "sitesel: error" not in err
+
+
+def test_only_sitesels_own_warnings_reach_the_report(small_dem, tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import sitesel.pipeline
+
+    compute = sitesel.pipeline.compute
+
+    def noisy(*args, **kwargs):
+        # as Dask warns about a large graph on --workers runs: how the run executed, not what it found
+        warnings.warn("Sending large graph of size 11.03 MiB.\nThis may cause some slowdown.", UserWarning)
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(sitesel.pipeline, "compute", noisy)
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48\n[horizon]\nazimuths = 36\n')
+    code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
+    assert code == 0, err
+    assert "Sending large graph" in err  # printed
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Sending large graph" not in report and "the DEM reaches only 0.0 km" in report  # sitesel's own kept
+
+
+def test_site_a_hair_from_the_pole_is_the_pole(small_dem, capsys):
+    common = ["--dem", small_dem, "--json", "--step-hours", "48", "--azimuths", "72"]
+    code, out, err = run_cli(["site", "-89.99999999999", "123", *common], capsys)
+    assert code == 0, err
+    near = json.loads(out)
+    assert near["lon"] == 0.0 and near["azimuth_deg"][:2] == [0.0, 5.0]
+    assert near["azimuth_reference"].startswith("grid north")

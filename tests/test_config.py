@@ -44,6 +44,7 @@ def test_years_span():
         ({"observer": {"height_m": []}}, "observer.height_m is an empty list: give at least one height"),
         ({"observer": {"height_m": [2, 2]}}, "observer.height_m lists a height twice"),
         ({"observer": {"height_m": [2.0, 2.0000001]}}, "or two that round to the same layer folder"),
+        ({"observer": {"height_m": [0.0, -0.0]}}, "lists a height twice"),
         ({"horizon": {"azimuths": 100_000_000}}, "horizon.azimuths must be 8 to 7200"),
         ({"horizon": {"azimuths": 4}}, "horizon.azimuths must be 8 to 7200"),
         ({"time": {"start": __import__("datetime").date(2027, 1, 1)}},

@@ -56,6 +56,8 @@ region (:func:`coarsen`), so no call holds N*K values for the whole DEM.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import SiteselError
@@ -121,10 +123,11 @@ def short_reach_warning(reach_m: float, max_distance_m: float, far_field: Terrai
     if reach_m >= max_distance_m - 1.0:
         return None
     supplied = "the DEM and its far field reach" if far_field is not None else "the DEM reaches"
-    return (f"{supplied} only {reach_m / 1e3:.1f} km beyond {origin} on its nearest side, less than the "
+    shown_km = math.floor(reach_m / 100.0) / 10.0  # rounded down: never shown as the limit itself
+    return (f"{supplied} only {shown_km:.1f} km beyond {origin} on its nearest side, less than the "
             f"{max_distance_m / 1e3:g} km horizon search: terrain farther out is taken to continue at each "
-            "observer's own height, so horizons toward the edge miss distant massifs; add a wider, coarser "
-            "product as [dem] far_field (site: --far-field), e.g. LDEM_80S_80M")
+            "observer's own ground height, so horizons toward the edge miss distant massifs; add a wider, "
+            "coarser product as [dem] far_field (site: --far-field), e.g. LDEM_80S_80M")
 
 
 def coarsen(terrain: Terrain, factor: int) -> Terrain:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import MOON_RADIUS_M
-from ..errors import SiteselError
+from ..errors import SiteselError, SiteselWarning
 from .grid import Grid, latlon_to_xy, scale_factor
 
 
@@ -112,5 +112,5 @@ def _window_for_bounds(grid: Grid, bounds_m, path, what="region", fix="choose a 
     rows, cols = grid.shape
     clipped = (max(r0, 0), min(r1, rows), max(c0, 0), min(c1, cols))
     if clipped != (r0, r1, c0, c1):
-        warnings.warn(f"region extends beyond {path}; it was clipped to the DEM", stacklevel=3)
+        warnings.warn(f"region extends beyond {path}; it was clipped to the DEM", SiteselWarning, stacklevel=3)
     return slice(clipped[0], clipped[1]), slice(clipped[2], clipped[3])
