@@ -52,6 +52,7 @@ class Finite(click.FloatRange):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
+
 #: The demo's far field: the whole 400 km synthetic world at 1 km/px.
 DEMO_FAR_FIELD_PX = 400
 DEMO_FAR_FIELD_RESOLUTION_M = 1000.0
@@ -184,7 +185,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, quiet):
     """Run the full pipeline on a DEM described by CONFIG.toml."""
     from .config import load_config
-    from .terrain.io import OWN_FAR_FIELD_PX, read_far_field, read_terrain, read_terrain_with_halo
+    from .terrain.io import read_far_field, read_own_far_field, read_terrain, read_terrain_with_halo
     from .terrain.region import region_from_config
 
     if workers and scheduler:
@@ -211,12 +212,8 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     if "far_field" in config["dem"]:
         far_field = read_far_field(config["dem"]["far_field"], terrain, max_distance_m)
     elif window is not None:
-        # the halo is only the near field: the rest of the DEM within the search distance, coarser,
-        # is the far field (as `site` searches the DEM itself that far)
-        far_field = read_far_field(config["dem"]["path"], terrain, max_distance_m, max_size_px=OWN_FAR_FIELD_PX)
-        (left, bottom, right, top), near = far_field.grid.bounds_m, terrain.grid.bounds_m
-        if not (left < near[0] - 1.0 or bottom < near[1] - 1.0 or right > near[2] + 1.0 or top > near[3] + 1.0):
-            far_field = None  # the halo already holds all of the DEM
+        # the halo is only the near field (as `site` searches the DEM itself out to max_distance_km)
+        far_field = read_own_far_field(config["dem"]["path"], terrain, max_distance_m)
     inputs = [config["dem"]["path"]] + ([config["dem"]["far_field"]] if "far_field" in config["dem"] else [])
     client = _dask_client(workers, scheduler)
     try:

@@ -565,3 +565,16 @@ def test_a_far_field_off_the_dem_names_the_far_field(tmp_path):
     with pytest.raises(SiteselError, match=r"^the far field's area .* is outside .*far\.tif .*; give a far field "
                                            r"\(\[dem\] far_field, --far-field\) around the DEM$"):
         read_far_field(path, near, radius_m=2000.0)
+
+
+def test_own_far_field_is_the_rest_of_the_file_or_none(tmp_path):
+    from sitesel.terrain.io import OWN_FAR_FIELD_PX, read_own_far_field
+
+    h, grid = synthetic_heights(96, 80.0)
+    path = write_geotiff(tmp_path / "dem.tif", h, grid)
+    whole = read_terrain(path)
+    assert read_own_far_field(path, whole, radius_m=150e3) is None  # the near field is all of the file
+    near = whole.window(slice(40, 56), slice(40, 56))
+    far = read_own_far_field(path, near, radius_m=150e3)
+    assert far.grid.bounds_m == whole.grid.bounds_m and max(far.shape) <= OWN_FAR_FIELD_PX
+    np.testing.assert_array_equal(far.height_m, whole.height_m)  # 96 px a side: no block averaging needed

@@ -342,6 +342,17 @@ def read_far_field(path, near: Terrain, radius_m: float, max_size_px: int = 4096
         return Terrain(height, grid, _provenance(src, rows, cols, decimation=factor, role="far_field"))
 
 
+def read_own_far_field(path, near: Terrain, radius_m: float) -> Terrain | None:
+    """The far field a ``[region]`` run without ``[dem] far_field`` takes from its own DEM
+    ``path``: :func:`read_far_field` of it around ``near`` (the region and its halo), at most
+    ``OWN_FAR_FIELD_PX`` a side; None if ``near`` already holds all of the file there."""
+    far = read_far_field(path, near, radius_m, max_size_px=OWN_FAR_FIELD_PX)
+    (left, bottom, right, top), inner = far.grid.bounds_m, near.grid.bounds_m
+    if left < inner[0] - 1.0 or bottom < inner[1] - 1.0 or right > inner[2] + 1.0 or top > inner[3] + 1.0:
+        return far
+    return None
+
+
 def describe_dem(path, strip_rows: int = 1024) -> dict:
     """Summary of a DEM for ``sitesel info`` (streams the file in row strips).
 
