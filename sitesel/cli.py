@@ -133,8 +133,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-demo", show_default=True,
-              help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-demo",
+              show_default=True, help="Output directory.")
 @click.option("--size", type=click.IntRange(32, 8192), default=500, show_default=True,
               help="Terrain size in pixels per side.")
 @click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
@@ -173,8 +173,8 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 
 @cli.command()
 @click.argument("config_path", metavar="CONFIG.toml", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-out", show_default=True,
-              help="Output directory.")
+@click.option("--out", "out_dir", type=click.Path(), callback=_output_dir, default="sitesel-out",
+              show_default=True, help="Output directory.")
 @click.option("--profile", "profile_name", default=None, help="Mission profile preset or TOML path (overrides the config).")
 @click.option("--workers", type=click.IntRange(1, 1024), default=None, help="Run tiles on a local Dask cluster of N workers.")
 @click.option("--scheduler", default=None, help="Run tiles on an existing Dask scheduler (tcp://host:port).")

@@ -275,7 +275,8 @@ def write_report(path, *, run: dict, sites: list[dict], figures: list[tuple[str,
 def _input_entry(item) -> dict:
     path, shown = item if isinstance(item, tuple) else (item, item)
     sha256, scope = file_sha256(path)
-    return {"path": os.path.abspath(shown), "sha256": sha256, "sha256_scope": scope, "size_bytes": Path(path).stat().st_size}
+    return {"path": os.path.abspath(shown), "sha256": sha256, "sha256_scope": scope,
+            "size_bytes": Path(path).stat().st_size}
 
 
 def build_manifest(*, inputs, config: dict, timings: dict, extra: dict) -> dict:

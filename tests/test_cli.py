@@ -71,7 +71,8 @@ def test_demo_writes_every_design_output(demo_dir):
     manifest = json.loads((demo_dir / "manifest.json").read_text())
     assert "timings" in manifest and "versions" in manifest
     # the demo's DEMs are written with the outputs and listed at their final paths, with their checksums
-    assert [entry["path"] for entry in manifest["inputs"]] == [str(demo_dir / "dem.tif"), str(demo_dir / "far_field.tif")]
+    assert [entry["path"] for entry in manifest["inputs"]] == [str(demo_dir / name) for name in ("dem.tif",
+                                                                                               "far_field.tif")]
     for entry in manifest["inputs"]:
         assert entry["sha256"] == hashlib.sha256(open(entry["path"], "rb").read()).hexdigest()
     timings = manifest["timings"]
@@ -320,7 +321,8 @@ def test_a_region_run_searches_the_rest_of_the_dem(tmp_path, capsys):
     base = ('[dem]\npath = "wide.tif"\n[time]\nstart = "2027-01-01"\nend = "2027-03-01"\nstep_hours = 12.0\n'
             '[horizon]\nazimuths = 36\n')
     (tmp_path / "whole.toml").write_text(base)
-    (tmp_path / "region.toml").write_text(base + "[region]\ncentre_lat_deg = -89.9\ncentre_lon_deg = 0.0\nradius_km = 3\n")
+    (tmp_path / "region.toml").write_text(
+        base + "[region]\ncentre_lat_deg = -89.9\ncentre_lon_deg = 0.0\nradius_km = 3\n")
     errors = {}
     for name in ("whole", "region"):
         code, _, errors[name] = run_cli(["run", tmp_path / f"{name}.toml", "--out", tmp_path / name, "--quiet"], capsys)
@@ -434,7 +436,8 @@ def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeyp
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["site", "-89.5", "0", "--dem", "x.tif", "--height-m", "nan"], "Invalid value for '--height-m': 'nan' is not a finite number"),
+    (["site", "-89.5", "0", "--dem", "x.tif", "--height-m", "nan"],
+     "Invalid value for '--height-m': 'nan' is not a finite number"),
     (["site", "nan", "0", "--dem", "x.tif"], "Invalid value for 'LAT': 'nan' is not a finite number"),
     (["demo", "--resolution-m", "nan"], "Invalid value for '--resolution-m'"),
     (["run", "x.toml", "--years", "nan"], "Invalid value for '--years'"),

@@ -285,5 +285,5 @@ def test_catalogue_ships_inside_the_package():
 def test_a_destination_that_is_a_file_is_refused(product, tmp_path):
     dest = tmp_path / "o.txt"
     dest.write_text("x")
-    with pytest.raises(SiteselError, match="the destination .*o.txt is a file, not a folder; give a folder with --dest"):
+    with pytest.raises(SiteselError, match="the destination .*o.txt is a file, not a folder; give a folder"):
         fetch_product("TINY", dest=dest, base_url=product.url, progress=False, catalogue=product.cat)
