@@ -35,8 +35,10 @@ first evaluated on every s-th row only, s = ceil(rows / 256), which bounds the
 cost per pixel; each site chosen there is then refined to the best eligible
 centre within s - 1 pixels that keeps the separation. This is a heuristic: a
 site whose eligible centres all lie between lattice rows (a band of eligible
-centres thinner than s rows) is missed, and the greedy selection on lattice
-values can order close rivals differently from the exhaustive one. Up to 256
+centres thinner than s rows) can be missed, and the greedy selection on lattice
+values can order close rivals differently from the exhaustive one. When the
+lattice yields fewer than ``top_n`` sites, every row is searched instead (the
+exhaustive result), so no site is missed where sites are scarce. Up to 256
 rows (a 30 x 15 km ellipse down to about 120 m/px) the search is exhaustive.
 """
 
@@ -305,11 +307,12 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
     stride = math.ceil(height / _ROWS_PER_CENTRE)
     lattice = allowed.copy()
     lattice[np.arange(grid.shape[0]) % stride != 0] = False
-    aggregated = _aggregate(score, feasible, footprints, profile.percentile, lattice, progress)
-    rows, cols, values = _best_first(aggregated)
-    chosen = _separated(grid, rows, cols, profile.min_separation_m, profile.top_n)
-    picks = [(int(rows[i]), int(cols[i]), float(values[i])) for i in chosen]
-    if stride > 1 and picks:
+    picks = _picks(_aggregate(score, feasible, footprints, profile.percentile, lattice, progress), grid, profile)
+    if stride > 1 and len(picks) < profile.top_n:
+        # too few sites on the lattice: a band of eligible centres may lie between its rows, so every row is
+        # searched (sites are then scarce, which keeps this affordable)
+        picks = _picks(_aggregate(score, feasible, footprints, profile.percentile, allowed, progress), grid, profile)
+    elif stride > 1:
         picks = _refine(picks, stride, score, feasible, footprints, allowed, grid, profile)
 
     weighted = [m for m in profile.used_metrics if profile.weights.get(m, 0.0) > 0]
@@ -341,6 +344,13 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
             site[f"term_{m}"] = float(normalise_metric(m, np.asarray(layers[m])[r, c]))
         sites.append(site)
     return sites
+
+
+def _picks(aggregated, grid, profile):
+    """(row, col, value) of the sites greedily chosen from the evaluated centres of ``aggregated``."""
+    rows, cols, values = _best_first(aggregated)
+    chosen = _separated(grid, rows, cols, profile.min_separation_m, profile.top_n)
+    return [(int(rows[i]), int(cols[i]), float(values[i])) for i in chosen]
 
 
 def _best_first(aggregated):

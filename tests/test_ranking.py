@@ -366,3 +366,25 @@ def test_tall_footprints_use_a_row_lattice_then_refine(monkeypatch):
             assert haversine_m(a["lat"], a["lon"], b["lat"], b["lon"]) >= 1200.0
     keys = [(-s["score"], s["row"], s["col"]) for s in sites]
     assert keys == sorted(keys)
+
+
+@pytest.mark.parametrize("seed", [3, 6, 7, 8, 9, 11])
+def test_a_lattice_with_too_few_sites_gives_way_to_the_exhaustive_search(monkeypatch, seed):
+    # where the lattice finds fewer than top_n sites, a band of eligible centres can lie between its rows (on
+    # seed 8 the lattice alone found none): every row is searched, and the sites are the plain greedy choice
+    import sitesel.ranking as ranking
+
+    monkeypatch.setattr(ranking, "_ROWS_PER_CENTRE", 8)
+    grid = Grid.centred((70, 70), 100.0, *latlon_to_xy(-87.0, 10.0))
+    layers = smooth_layers(grid.shape, seed=seed)
+    layers["slope_deg"] = np.nan_to_num(layers["slope_deg"], nan=5.0)
+    landing = {"radius_m": 1000.0, "percentile": 5.0, "min_separation_m": 1200.0, "top_n": 6}
+    profile, feasible, score, sites = ranked(grid, layers, landing)
+    exact = aggregate_landing_score(score, feasible, grid, profile)
+    lat, lon = grid.latlon()
+    chosen = []
+    for _, r, c in sorted((-exact[r, c], r, c) for r, c in zip(*np.nonzero(np.isfinite(exact)))):
+        if len(chosen) < 6 and all(haversine_m(lat[r, c], lon[r, c], lat[a], lon[a]) >= 1200.0 for a in chosen):
+            chosen.append((r, c))
+    assert 0 < len(chosen) < 6
+    assert [(s["row"], s["col"]) for s in sites] == chosen
