@@ -38,7 +38,8 @@ site whose eligible centres all lie between lattice rows (a band of eligible
 centres thinner than s rows) can be missed, and the greedy selection on lattice
 values can order close rivals differently from the exhaustive one. When the
 lattice yields fewer than ``top_n`` sites, every row is searched instead (the
-exhaustive result), so no site is missed where sites are scarce. Up to 256
+exhaustive result, at up to s times the lattice's cost), so no site is missed
+where sites are scarce. Up to 256
 rows (a 30 x 15 km ellipse down to about 120 m/px) the search is exhaustive.
 """
 
@@ -310,7 +311,7 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
     picks = _picks(_aggregate(score, feasible, footprints, profile.percentile, lattice, progress), grid, profile)
     if stride > 1 and len(picks) < profile.top_n:
         # too few sites on the lattice: a band of eligible centres may lie between its rows, so every row is
-        # searched (sites are then scarce, which keeps this affordable)
+        # searched, at up to `stride` times the lattice's cost
         picks = _picks(_aggregate(score, feasible, footprints, profile.percentile, allowed, progress), grid, profile)
     elif stride > 1:
         picks = _refine(picks, stride, score, feasible, footprints, allowed, grid, profile)
