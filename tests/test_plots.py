@@ -190,3 +190,27 @@ def test_heatmap_of_a_constant_layer_has_a_scale_from_its_value(tmp_path, log):
     path = plots.heatmap(tmp_path / "zero.png", np.zeros(grid.shape, np.float32), grid, title="Longest night",
                          units="h", log=log, hillshade=height_m)
     assert _png_size(path)[0] > 500
+
+
+def test_horizon_mask_puts_a_peak_at_its_azimuth(tmp_path, monkeypatch):
+    # a single 5 deg peak due east: in the drawn image the terrain colour reaches up to it above 90 deg (E) and
+    # not above 270 deg (W), so the azimuth axis runs left to right from north through east
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: (figures.append(fig), save(fig, path))[1])
+    azimuth_deg = np.arange(360.0)
+    horizon_deg = np.where(np.abs(azimuth_deg - 90.0) <= 3.0, 5.0, -1.0)
+    path = plots.horizon_mask(tmp_path / "peak.png", azimuth_deg, horizon_deg, title="peak due east")
+    ax = figures[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][2] == "90°\nE"
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+    def colour(az, el):
+        x, y = ax.transData.transform((az, el))
+        return image[image.shape[0] - int(round(y)), int(round(x))]  # display y counts up from the bottom
+
+    terrain = colour(200.0, (ax.get_ylim()[0] - 1.0) / 2.0)  # well inside the fill, below the -1 deg skyline
+    assert np.abs(terrain - [0x8C, 0x7B, 0x6B]).max() < 60  # the brown fill, not the white sky
+    assert np.abs(colour(92.0, 4.0) - terrain).max() < 12  # the peak, due east
+    assert np.abs(colour(268.0, 4.0) - terrain).max() > 60  # sky due west
+    assert ax.transData.transform((92.0, 0.0))[0] < ax.transData.transform((268.0, 0.0))[0]  # east left of west
