@@ -74,14 +74,11 @@ class Track:
         return str(self.times_utc[-1] + np.timedelta64(_step_seconds(self.step_hours), "s"))
 
 
-def covered_end(start, end, step_hours) -> str:
-    """The end of the span a track from ``start`` to ``end`` every ``step_hours`` covers: its
-    last step's end, ``end`` itself unless the span is not a whole number of steps, when the
-    last step runs past it. Gap lengths and the report use this end."""
-    t0, t1, step_s = validate_time_range(start, end, step_hours)
-    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
-    covered = t0 + np.timedelta64(n_steps * step_s, "s")
-    return str(end) if covered == t1 else str(covered)
+def covered_end(end, track: Track) -> str:
+    """The end of the span ``track`` (asked to end at ``end``) covers, as the report gives it:
+    ``end`` as given when the span is a whole number of steps, else the end of its last step
+    (:attr:`Track.end`), which runs past it. Gap lengths are counted to this end."""
+    return str(end) if _parse_date(end, "end") == np.datetime64(track.end, "s") else track.end
 
 
 def _parse_date(text, what: str) -> np.datetime64:

@@ -206,8 +206,9 @@ def compute(
         rows, cols = tile
         return slice(rows.start + r0, rows.stop + r0), slice(cols.start + c0, cols.stop + c0)
 
-    warning = short_reach_warning(search_reach_m(analysed.grid.bounds_m, terrain, far_field),
-                                  float(config["horizon"]["max_distance_km"]) * 1e3, far_field)
+    max_distance_m = float(config["horizon"]["max_distance_km"]) * 1e3
+    warning = short_reach_warning(search_reach_m(analysed.grid.bounds_m, terrain, far_field), max_distance_m,
+                                  far_field)
     if warning:
         warnings.warn(warning, SiteselWarning, stacklevel=2)
 
@@ -215,7 +216,6 @@ def compute(
     profile = profile or resolve_profile(config["profile"])
     start, end, step_hours = resolve_period(config["time"])
     n_azimuths = int(config["horizon"]["azimuths"])
-    max_distance_m = float(config["horizon"]["max_distance_km"]) * 1e3
     heights_m = observer_heights_m(config)
 
     clock = time.perf_counter()
@@ -485,7 +485,7 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             "dem": result.terrain.provenance,
             **({"far_field": result.far_field} if result.far_field is not None else {}),
             "region": config.get("region"),
-            "period": {"start": start, "end": covered_end(start, end, step_hours), "step_hours": step_hours,
+            "period": {"start": start, "end": covered_end(end, result.track), "step_hours": step_hours,
                        "steps": len(result.track)},
             "observer_height_m": heights_m[0] if len(heights_m) == 1 else heights_m,
             "azimuths": config["horizon"]["azimuths"],

@@ -15,6 +15,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from .horizon import is_short_reach
 from .outputs import METRIC_COLUMNS, jsonable, write_text
 from .terrain.checksum import file_sha256
 
@@ -146,7 +147,7 @@ def _sites_section(sites: list[dict], constraints=None, max_distance_km=None) ->
     rows = [[_cell(site, key, fmt) for key, _, fmt in SITE_TABLE] for site in sites]
     lines += _table([header for _, header, _ in SITE_TABLE], rows) + [""]
     short = [site for site in sites if max_distance_km is not None
-             and site.get("terrain_reach_km", math.inf) < max_distance_km - 1e-3]
+             and is_short_reach(site.get("terrain_reach_km", math.inf) * 1e3, max_distance_km * 1e3)]
     if short:
         reaches = ", ".join(f"{site['rank']} ({site['terrain_reach_km']:.1f} km)" for site in short)
         lines += [f"The supplied terrain ends closer than the {max_distance_km:g} km horizon search to sites "

@@ -11,7 +11,7 @@ from .ephemeris import body_track, covered_end
 from .errors import SiteselError, SiteselWarning
 from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .surface import footprint_size_px, slope_roughness
-from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy
+from .terrain.grid import bearing_to_local_azimuth_deg, latlon_to_xy, wrap_longitude_deg
 from .terrain.io import open_dem, read_far_field, read_terrain
 from .terrain.region import Region
 
@@ -35,7 +35,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     # one name per point: east-positive longitude in [-180, 180) (DESIGN.md section 2), and 0 at the
     # pole, whose azimuths are then grid bearings, as its summary says
     at_pole = bool(np.hypot(*latlon_to_xy(lat_deg, lon_deg)) < 1e-6)
-    lon_deg = 0.0 if at_pole else (lon_deg + 180.0) % 360.0 - 180.0
+    lon_deg = 0.0 if at_pole else float(wrap_longitude_deg(lon_deg))
     period = {"start": "2027-01-01", "step_hours": 1.0, **(period or {})}
     start, end, step_hours = resolve_period(period)
     track = body_track(start, end, step_hours)
@@ -91,7 +91,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         "horizon_deg": [round(float(h), 4) for h in horizon_deg[order]],
         "observer_height_m": float(observer_height_m),
         "start": start,
-        "end": covered_end(start, end, step_hours),
+        "end": covered_end(end, track),
         "step_hours": step_hours,
         "pixel": {"row": row, "col": col, "resolution_m": terrain.resolution_m},
         "terrain_reach_km": reach_m / 1e3,

@@ -139,7 +139,8 @@ def test_eclipses_happen_when_and_where_published(greatest_utc, gamma, lunar):
 def test_a_span_that_is_not_whole_steps_covers_its_last_step():
     from sitesel.ephemeris import covered_end
 
-    assert covered_end("2027-01-01", "2028-01-01", 1.0) == "2028-01-01"  # whole steps: as given
-    assert covered_end("2027-01-01", "2027-01-02T01:00", 24) == "2027-01-03T00:00:00"
+    whole = body_track("2027-01-01", "2028-01-01", 1.0, use_cache=False)
+    assert covered_end("2028-01-01", whole) == "2028-01-01"  # whole steps: as given
     track = body_track("2027-01-01", "2027-01-02T01:00", 24, use_cache=False)
+    assert covered_end("2027-01-02T01:00", track) == "2027-01-03T00:00:00"
     assert track.end == "2027-01-03T00:00:00"  # the track's own covered end agrees

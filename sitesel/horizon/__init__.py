@@ -73,6 +73,7 @@ __all__ = [
     "bearings_deg",
     "coarsen",
     "horizon_map",
+    "is_short_reach",
     "pack_centideg",
     "raymarch_with_distance",
     "search_reach_m",
@@ -115,12 +116,18 @@ def search_reach_m(area_bounds_m, terrain: Terrain, far_field: Terrain | None = 
     return max(0.0, min(a[0] - left, a[1] - bottom, right - a[2], top - a[3]))
 
 
+def is_short_reach(reach_m: float, max_distance_m: float) -> bool:
+    """Whether a search reaching ``reach_m`` over supplied terrain (:func:`search_reach_m`)
+    ends before ``max_distance_m``, by more than a metre (round-off)."""
+    return reach_m < max_distance_m - 1.0
+
+
 def short_reach_warning(reach_m: float, max_distance_m: float, far_field: Terrain | None,
                         origin: str = "the analysed area") -> str | None:
     """The one-line warning for a horizon search from ``origin`` that ends at the supplied
     terrain's edge (``reach_m``, :func:`search_reach_m`) before ``max_distance_m``; None if
     it does not."""
-    if reach_m >= max_distance_m - 1.0:
+    if not is_short_reach(reach_m, max_distance_m):
         return None
     supplied = "the DEM and its far field reach" if far_field is not None else "the DEM reaches"
     shown_km = math.floor(reach_m / 100.0) / 10.0  # rounded down: never shown as the limit itself
