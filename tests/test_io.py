@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -424,6 +425,7 @@ def test_truncated_and_corrupt_files(tmp_path):
         ("EPSG:3031", "Earth"),  # Antarctic polar stereographic on WGS84
         ("EPSG:4326", "Earth"),
         ("+proj=stere +lat_0=-90 +lon_0=45 +k=1 +R=1737400 +units=m", "other projection parameters"),
+        ("+proj=stere +lat_0=-90 +lon_0=0 +k=1 +R=1737400 +units=km", "map units 'km'; sitesel reads metres"),
         (None, "has no CRS; if it is on the LOLA south polar stereographic grid, set it, e.g. gdal_edit.py"),
     ],
 )
@@ -432,8 +434,24 @@ def test_wrong_crs_is_rejected_naming_what_was_found(tmp_path, crs, message):
     path = write_geotiff(tmp_path / "x.tif", h, grid, crs=crs)
     with pytest.raises(SiteselError, match=message) as err:
         read_terrain(path)
-    assert any(hint in str(err.value) for hint in ("expected", "south-polar", "gdal_edit.py -a_srs"))
+    assert any(hint in str(err.value) for hint in ("expected", "south-polar", "gdal_edit.py -a_srs", "gdalwarp"))
     assert "\n" not in str(err.value)
+
+
+def test_a_km_crs_error_is_the_only_line_on_stderr(tmp_path):
+    """PROJ looks up unit names in its proj.db; without sitesel pointing it at rasterio's bundled
+    copy it printed "Cannot find proj.db" before the one-line error (in a fresh process: the
+    fix sets PROJ_DATA once)."""
+    import subprocess
+    import sys
+
+    h, grid = synthetic_heights()
+    path = write_geotiff(tmp_path / "km.tif", h, grid, crs="+proj=stere +lat_0=-90 +lon_0=0 +k=1 +R=1737400 +units=km")
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJ_DATA", "PROJ_LIB")}
+    out = subprocess.run([sys.executable, "-m", "sitesel.cli", "info", str(path)], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode != 0
+    assert out.stderr.count("\n") == 1 and "map units 'km'" in out.stderr, out.stderr
 
 
 def test_wrong_pds3_projection_is_rejected(tmp_path):

@@ -56,6 +56,9 @@ def check_south_polar_crs(crs, path) -> None:
     lat_0 = float(p.get("lat_0", 0.0))
     if np.isclose(lat_0, 90.0):
         raise SiteselError(f"{path}: CRS {found} is a north-polar product; sitesel needs a south-polar DEM ({expected})")
+    if p.get("units", "m") != "m":
+        raise SiteselError(f"{path}: CRS {found} has map units {p['units']!r}; sitesel reads metres. Reproject, e.g. "
+                           f"gdalwarp -t_srs '{SOUTH_POLAR_STEREO_PROJ}' {path} out.tif")
     k = float(p.get("k", p.get("k_0", 1.0)))
     ok = (
         np.isclose(lat_0, -90.0)
@@ -64,7 +67,6 @@ def check_south_polar_crs(crs, path) -> None:
         and np.isclose(k, 1.0)
         and np.isclose(float(p.get("x_0", 0.0)), 0.0)
         and np.isclose(float(p.get("y_0", 0.0)), 0.0)
-        and p.get("units", "m") == "m"
     )
     if not ok:
         raise SiteselError(f"{path}: CRS {found} has other projection parameters; {expected}")

@@ -152,6 +152,12 @@ def _open_rasterio(path: Path, fmt: str) -> _Source:
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
     from rasterio.windows import Window
 
+    # rasterio 1.4's wheels point PROJ at their bundled proj.db in a way GDAL's own PROJ context
+    # misses: opening a CRS in other units (km) then prints "Cannot find proj.db" to stderr
+    if "PROJ_DATA" not in os.environ and "PROJ_LIB" not in os.environ:
+        bundled = Path(rasterio.__file__).parent / "proj_data"
+        if (bundled / "proj.db").is_file():
+            os.environ["PROJ_DATA"] = str(bundled)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
