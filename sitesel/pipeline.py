@@ -28,7 +28,7 @@ from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_
                       score_layers)
 from .surface import footprint_size_px, slope_roughness
 from .terrain.model import Terrain
-from .tiling import TileStore, run_key, run_tiles, tile_slices
+from .tiling import TileStore, remove_other_tile_sets, run_key, run_tiles, tile_slices
 from .visibility import ExactWhere, point_series, psr_area_km2, psr_layers, scan, visibility_layers
 
 #: Per-tile visibility layers (computed tile by tile, checkpointed).
@@ -286,6 +286,7 @@ def compute(
         work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
         tile_counts = {"total": len(tiles), "resumed": sum(store.has(tile) for tile in tiles) if resume else 0}
         results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)
+        remove_other_tile_sets(store)
     timings["horizon_visibility"] = time.perf_counter() - clock
     if client is None:
         timings.update({f"{name} (in tiles)": seconds for name, seconds in stage_s.items()})

@@ -4,7 +4,8 @@ The horizon and visibility stages run one tile of observer pixels at a time,
 with the whole DEM as the occluder, so no call ever holds N*K horizons. Each
 finished tile is saved atomically under ``<out>/.tiles/<run key>/``; a rerun
 with ``--resume`` (same inputs and config, hence the same key) skips the
-tiles already there. Tiles are independent, so they run in this process
+tiles already there; once every tile is there, the tile sets of other keys in
+the same folder are deleted. Tiles are independent, so they run in this process
 (numba threads inside each tile) or on a Dask cluster (``--workers`` /
 ``--scheduler``) with identical results.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -70,6 +72,22 @@ class TileStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def remove_other_tile_sets(store: TileStore) -> None:
+    """Delete the checkpoints of other run keys beside ``store`` (their ``tile_*.npz`` files, and
+    their folders if that empties them): once a run has every tile, the folder keeps only the
+    tiles of the outputs it is about to write, instead of one set per config ever run there."""
+    pattern = re.compile(r"[0-9a-f]{16}")
+    for other in store.directory.parent.iterdir():
+        if other == store.directory or not other.is_dir() or not pattern.fullmatch(other.name):
+            continue
+        for stale in (*other.glob("tile_*.npz"), *other.glob("*.npz.part")):
+            stale.unlink(missing_ok=True)
+        try:
+            other.rmdir()
+        except OSError:  # something not ours is in it: leave it
+            pass
 
 
 def run_tiles(compute, tiles, store: TileStore, *, resume: bool, progress=None, client=None):

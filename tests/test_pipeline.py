@@ -118,6 +118,13 @@ def test_refined_run_labels_its_bounded_heatmaps(refined_run, tmp_path):
     assert "Sunlit fraction (" not in report
 
 
+def test_a_finished_run_keeps_only_its_own_tile_set(terrain, tmp_path):
+    for years in (1, 0.5):  # two configs in one tile folder
+        pipeline.compute(terrain, small_config(years=years), tile_dir=tmp_path, quiet=True)
+        sets = [p for p in tmp_path.iterdir()]
+        assert len(sets) == 1 and len(list(sets[0].glob("tile_*.npz"))) == 4
+
+
 def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
     config = small_config(years=2)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sitesel.tiling import TileStore, run_key, run_tiles, tile_slices
+from sitesel.tiling import TileStore, remove_other_tile_sets, run_key, run_tiles, tile_slices
 
 
 def test_tiles_cover_grid_once():
@@ -47,6 +47,25 @@ def fake_compute_and_record(calls):
         return fake_compute(tile)
 
     return compute
+
+
+def test_a_finished_set_removes_the_other_keys_sets_only(tmp_path):
+    tiles = tile_slices((40, 40), 16)
+    old, new = (TileStore(tmp_path / run_key({"a": a})) for a in (1, 2))
+    run_tiles(fake_compute, tiles[:2], old, resume=False)
+    (old.directory / "x.npz.part").write_bytes(b"")
+    mine = tmp_path / "notes"  # not a run key: not ours
+    mine.mkdir()
+    (mine / "tile_r000000_c000000.npz").write_bytes(b"")
+    foreign = TileStore(tmp_path / run_key({"a": 3}))
+    run_tiles(fake_compute, tiles[:1], foreign, resume=False)
+    (foreign.directory / "readme.txt").write_text("kept")
+    run_tiles(fake_compute, tiles, new, resume=False)
+    remove_other_tile_sets(new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.directory.name, "notes", foreign.directory.name])
+    assert len(list(new.directory.glob("tile_*.npz"))) == len(tiles)
+    assert [p.name for p in foreign.directory.iterdir()] == ["readme.txt"]
+    assert [p.name for p in mine.iterdir()] == ["tile_r000000_c000000.npz"]
 
 
 def test_run_key_is_stable_and_sensitive():
