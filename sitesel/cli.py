@@ -294,7 +294,7 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
         period["end"] = end
     summary, series = site_report(
         lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
-        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path,
+        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=False,
     )
     if plot_path:
         from . import plots

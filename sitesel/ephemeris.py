@@ -172,22 +172,36 @@ def _kernels():
     return ts, planets, frame
 
 
-def _compute_track(t0: np.datetime64, t1: np.datetime64, step_s: int) -> Track:
+#: Steps per chunk of the ephemeris computation: skyfield's intermediates take about 1 kB per
+#: step, so chunks bound the memory (3 GB for 2.6 million steps at once) and pace the progress bar.
+_TRACK_CHUNK_STEPS = 100_000
+
+
+def _compute_track(t0: np.datetime64, t1: np.datetime64, step_s: int, progress=None) -> Track:
+    """The track over [t0, t1) every ``step_s`` seconds, in chunks of ``_TRACK_CHUNK_STEPS`` (each
+    step's vectors depend on its time only, so the chunks do not change them); ``progress`` is
+    called with the steps of each finished chunk."""
     ts, planets, frame = _kernels()
     times = np.arange(t0, t1, np.timedelta64(step_s, "s"))
-    secs = (times - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64)
-    days, sec_of_day = np.divmod(secs, 86400)
-    t = ts.utc(1970, 1, 1 + days, 0, 0, sec_of_day.astype(np.float64))
+    sun_me = np.empty((times.size, 3))
+    earth_me = np.empty((times.size, 3))
     moon = planets["moon"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        observer = moon.at(t)
-        sun_icrf = observer.observe(planets["sun"]).position.m
-        earth_icrf = observer.observe(planets["earth"]).position.m
-        rot = frame.rotation_at(t)  # (3, 3, T): ICRF -> Moon ME
-    sun_me = np.einsum("ijt,jt->ti", rot, sun_icrf)
-    earth_me = np.einsum("ijt,jt->ti", rot, earth_icrf)
-    return Track(times, np.ascontiguousarray(sun_me), np.ascontiguousarray(earth_me), step_s / 3600.0)
+    for first in range(0, times.size, _TRACK_CHUNK_STEPS):
+        chunk = slice(first, min(first + _TRACK_CHUNK_STEPS, times.size))
+        secs = (times[chunk] - np.datetime64("1970-01-01T00:00:00", "s")).astype(np.int64)
+        days, sec_of_day = np.divmod(secs, 86400)
+        t = ts.utc(1970, 1, 1 + days, 0, 0, sec_of_day.astype(np.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            observer = moon.at(t)
+            sun_icrf = observer.observe(planets["sun"]).position.m
+            earth_icrf = observer.observe(planets["earth"]).position.m
+            rot = frame.rotation_at(t)  # (3, 3, T): ICRF -> Moon ME
+        sun_me[chunk] = np.einsum("ijt,jt->ti", rot, sun_icrf)
+        earth_me[chunk] = np.einsum("ijt,jt->ti", rot, earth_icrf)
+        if progress is not None:
+            progress(chunk.stop - chunk.start)
+    return Track(times, sun_me, earth_me, step_s / 3600.0)
 
 
 def _cache_path(t0, t1, step_s) -> Path:
@@ -217,11 +231,12 @@ def _read_cached(path: Path) -> Track | None:
         return None
 
 
-def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = True) -> Track:
+def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = True, quiet: bool = True) -> Track:
     """Sun and Earth positions in the Moon ME frame over [start, end) every ``step_hours``.
 
     ``start``/``end`` are UTC ISO dates or date-times. The result is cached on
-    disk (see :func:`cache_dir`); an unreadable cache entry is recomputed.
+    disk (see :func:`cache_dir`); an unreadable cache entry is recomputed, with a
+    progress bar on stderr unless ``quiet`` (about 10 s per million steps).
     """
     t0, t1, step_s = validate_time_range(start, end, step_hours)
     path = _cache_path(t0, t1, step_s)
@@ -229,7 +244,11 @@ def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = 
         track = _read_cached(path)
         if track is not None:
             return track
-    track = _compute_track(t0, t1, step_s)
+    from .progress import Progress
+
+    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
+    with Progress(n_steps, "ephemeris", unit="step", quiet=quiet) as bar:
+        track = _compute_track(t0, t1, step_s, progress=bar.advance)
     if use_cache:
         try:
             _write_atomic(path, track)

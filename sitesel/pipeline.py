@@ -219,7 +219,7 @@ def compute(
     heights_m = observer_heights_m(config)
 
     clock = time.perf_counter()
-    track = body_track(start, end, step_hours)
+    track = body_track(start, end, step_hours, quiet=quiet)
     timings["ephemeris"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from .config import resolve_period
-from .ephemeris import body_track, covered_end
+from .ephemeris import body_track, covered_end, validate_time_range
 from .errors import SiteselError, SiteselWarning
 from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .surface import footprint_size_px, slope_roughness
@@ -18,14 +18,15 @@ from .terrain.region import Region
 
 def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: float = 2.0,
                 period: dict | None = None, n_azimuths: int = 360, max_distance_m: float = 150e3,
-                baseline_m: float = 20.0, far_field_path=None) -> tuple[dict, dict]:
+                baseline_m: float = 20.0, far_field_path=None, quiet: bool = True) -> tuple[dict, dict]:
     """Summary (JSON-ready dict, DESIGN.md section 3) and time series for one point.
 
     The DEM is read only within ``max_distance_m`` of the point; beyond it, and
     beyond the DEM's edge, terrain comes from ``far_field_path`` if given (a wider,
     coarser DEM, as ``[dem] far_field`` in a run). The horizon is the exhaustive
     ray-march (the reference kernel): one pixel is cheap. Returns ``(summary,
-    series)``; ``series`` holds the per-step arrays.
+    series)``; ``series`` holds the per-step arrays. Every input is checked before the
+    ephemeris is computed (with a progress bar on stderr unless ``quiet``).
     """
     if not -90.0 <= lat_deg < 0.0:
         raise SiteselError(f"latitude {lat_deg} is not in the southern hemisphere; give degrees in [-90, 0)")
@@ -38,7 +39,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     lon_deg = 0.0 if at_pole else float(wrap_longitude_deg(lon_deg))
     period = {"start": "2027-01-01", "step_hours": 1.0, **(period or {})}
     start, end, step_hours = resolve_period(period)
-    track = body_track(start, end, step_hours)
+    validate_time_range(start, end, step_hours)
 
     x_m, y_m = latlon_to_xy(lat_deg, lon_deg)
     with open_dem(dem_path) as src:
@@ -76,6 +77,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
 
     from .visibility import point_series
 
+    track = body_track(start, end, step_hours, quiet=quiet)
     series = point_series(lat_deg, lon_deg, ground_m, observer_height_m, horizon_deg, track)
     azimuth_deg = bearing_to_local_azimuth_deg(bearings_deg(n_azimuths), lon_deg)
     order = np.argsort(azimuth_deg)

@@ -144,3 +144,18 @@ def test_a_span_that_is_not_whole_steps_covers_its_last_step():
     track = body_track("2027-01-01", "2027-01-02T01:00", 24, use_cache=False)
     assert covered_end("2027-01-02T01:00", track) == "2027-01-03T00:00:00"
     assert track.end == "2027-01-03T00:00:00"  # the track's own covered end agrees
+
+
+def test_chunks_do_not_change_the_track_and_report_progress(monkeypatch, capsys):
+    from sitesel import ephemeris
+
+    whole = body_track("2027-01-01", "2027-03-01", 6.0, use_cache=False)
+    monkeypatch.setattr(ephemeris, "_TRACK_CHUNK_STEPS", 37)  # chunks not dividing the 236 steps
+    done = []
+    chunked = ephemeris._compute_track(*validate_time_range("2027-01-01", "2027-03-01", 6.0), progress=done.append)
+    assert done == [37] * 6 + [14]
+    np.testing.assert_array_equal(chunked.times_utc, whole.times_utc)
+    np.testing.assert_array_equal(chunked.sun_m, whole.sun_m)
+    np.testing.assert_array_equal(chunked.earth_m, whole.earth_m)
+    body_track("2027-01-01", "2027-03-01", 6.0, use_cache=False, quiet=False)
+    assert "ephemeris" in capsys.readouterr().err
