@@ -236,7 +236,7 @@ def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = 
 
     ``start``/``end`` are UTC ISO dates or date-times. The result is cached on
     disk (see :func:`cache_dir`); an unreadable cache entry is recomputed, with a
-    progress bar on stderr unless ``quiet`` (about 10 s per million steps).
+    progress bar on stderr unless ``quiet`` (about 8 s per million steps).
     """
     t0, t1, step_s = validate_time_range(start, end, step_hours)
     path = _cache_path(t0, t1, step_s)
