@@ -6,6 +6,7 @@ from scipy import ndimage
 
 from sitesel.constants import MOON_RADIUS_M
 from sitesel.errors import SiteselError
+from sitesel.horizon import sweep as sweep_module
 from sitesel.horizon import (
     bearings_deg,
     coarsen,
@@ -183,6 +184,55 @@ def test_diagonal_45_degree_slope_not_overestimated(bearing):
         # the map is stretched by the scale factor k > 1, so the true slope is a hair above 45
         assert np.all(hz[..., i] <= 45.0 + 0.005)
         assert np.all(hz[..., i] >= 45.0 - 0.01)
+
+
+#: Map y (m) of 80.5 deg S on the lon 0 meridian (stereographic radius 2 R tan(colatitude / 2)):
+#: there the scale factor is 1.0069, far from the pole's 1.
+Y_80_5S_M = -2.0 * R * np.tan(np.radians(9.5) / 2.0)
+
+
+@pytest.mark.parametrize("method, near_ray_px", [("raymarch", None), ("sweep", None), ("sweep", 2.0)])
+def test_an_off_pole_plane_rises_at_its_true_slope_in_every_up_slope_direction(method, near_ray_px, monkeypatch):
+    """A map plane rising at 20 deg toward grid bearing 37, at 80.5 deg S. The map stretches ground
+    distances by the scale factor k, so the ground rises at atan(k tan 20 cos(b - 37)) along bearing b;
+    up-slope the nearest terrain sets the horizon (the farther bends down with the sphere, by
+    d / 2R: 3e-4 deg at one pixel). Without the scale factor it would be up to 0.12 deg lower.
+    With the sweep's exact near ray cut to 2 px its lines set the horizon: they are exact on
+    planes too (moving the observer across each line, as they once did, lifted it by up to 0.9 deg)."""
+    if near_ray_px is not None:
+        monkeypatch.setattr(sweep_module, "NEAR_RAY_PX", near_ray_px)
+    n, res = 64, 20.0
+    grid = Grid.centred((n, n), res, 0.0, Y_80_5S_M)
+    x, y = grid.xy()
+    slope, facing = np.tan(np.radians(20.0)), np.radians(37.0)
+    z = slope * ((x - x.mean()) * np.sin(facing) + (y - y.mean()) * np.cos(facing))
+    k_az = 72
+    row = col = n // 2
+    hz = horizon_map(Terrain(z, grid), k_az, 0.0, rows=slice(row, row + 1), cols=slice(col, col + 1),
+                     method=method, max_distance_m=1e7)[0, 0]
+    cos_off = np.cos(np.radians(bearings_deg(k_az)) - facing)
+    up = cos_off > 0.2
+    k = scale_factor(xy_to_latlon(x[row, col], y[row, col])[0])
+    assert k == pytest.approx(1.0069, abs=1e-4)
+    expected = np.degrees(np.arctan(k * slope * cos_off[up]))
+    assert np.abs(hz[up] - expected).max() < 2e-3
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_an_off_pole_peak_30_km_away_sits_lower_by_the_curvature(method):
+    """A 3 km cone 60 px (30 km) due grid north of the observer on a 500 m grid at 80.5 deg S: its
+    peak's elevation in exact 3-D geometry, which the curvature of the Moon lowers by 0.5 deg."""
+    n, res = 128, 500.0
+    grid = Grid.centred((n, n), res, 0.0, Y_80_5S_M)
+    x, y = grid.xy()
+    peak = (x[40, 64], y[40, 64])
+    z = np.maximum(0.0, 3000.0 * (1.0 - np.hypot(x - peak[0], y - peak[1]) / 1500.0))
+    hz = horizon_map(Terrain(z, grid), 72, 2.0, rows=slice(100, 101), cols=slice(64, 65), method=method,
+                     max_distance_m=1e7)[0, 0]
+    expected = exact_elevation_deg(grid, 100, 64, 2.0, peak, 3000.0)
+    flat_moon = np.degrees(np.arctan2(3000.0 - 2.0, 60 * res / scale_factor(xy_to_latlon(*peak)[0])))
+    assert flat_moon - expected > 0.45
+    assert hz[0] == pytest.approx(expected, abs=5e-3)
 
 
 def test_tiles_identical_to_whole(rough):

@@ -241,7 +241,7 @@ def _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
 # reciprocal arithmetic moves results by ~1e-6 deg and speeds the kernel up by ~13 %.
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
 def _sweep_kernel(
-    a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, along_per_q, lag_t,
+    a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, lag_t,
     h_abs, floor, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
 ):
     """w0 * tan(horizon elevation on the line below) + w1 * (on the line above) of every window observer.
@@ -253,10 +253,12 @@ def _sweep_kernel(
     sits at occluder coordinates (aq + s (oq + wq), ap + s (op + wp)) at height ``h_abs``
     above the sphere (NaN: not an observer; its ``acc`` is left alone). A sample joins
     an observer's hull only if it is more than ``lag_t`` steps ahead of the observer's column.
-    An observer between lines L and L + 1, at lateral offset dq from L, takes
-    (1 - dq) of line L's result and dq of line L + 1's. On a line at lateral offset dq
-    (pixels) the observer stands at ``h_abs + dq * grad_q``, so that planar terrain gives
-    every line the same profile relative to the observer and the two lines' biases cancel.
+    An observer between lines L and L + 1, at lateral offset dq (its q less the line's) from L, takes
+    (1 - dq) of line L's result and dq of line L + 1's. The observer is moved onto each line
+    along q, at its own p (so at its own step t), and stands there at ``h_abs - dq * grad_q``:
+    that move maps its ray onto the line sample for sample, so planar terrain gives every line
+    exactly the ray's profile (moving it across the line instead, as once done, would also need
+    the height change along p).
     ``acc`` is always in window (row, col) layout: ``acc_transposed`` says the
     kernel's (q, p) are (col, row), so the caller reads it without a transpose.
 
@@ -272,7 +274,6 @@ def _sweep_kernel(
     nq, npp = a.shape
     nwq, nwp = h_abs.shape
     inv_s = 1.0 / s
-    shift_t = along_per_q / step_len
     ap_near = ap + s * op
     ap_far = ap + s * (op + nwp - 1)
     to_lo = min(sp * ap_near, sp * ap_far)
@@ -391,8 +392,8 @@ def _sweep_kernel(
                         hab = h_obs - dq * grad_obs
                         tv = -np.inf
                         if n_hull[j] > 0:
-                            # the observer's foot on this line, as a central angle from the sample
-                            dlt = (t_obs + dq * shift_t - t) * dth_step[j]
+                            # the observer on this line (at its own step), as a central angle from the sample
+                            dlt = (t_obs - t) * dth_step[j]
                             # second order: a far-field step is ~6e-4 rad, and the first-order
                             # rotation would lift the observer by R dlt^2 / 2 (up to ~0.6 m)
                             sdl = dlt - dlt * dlt * dlt / 6.0
@@ -437,12 +438,12 @@ def _sweep_frames(terrain_grid, r0, c0, occ_grid, bearing_rad):
     if abs(dx) >= abs(dy):  # columns primary: q = row, p = col
         return {
             "transpose": False, "mx0": x00, "mxp": res, "mxq": 0.0, "my0": y00, "myp": 0.0, "myq": -res,
-            "g": -dy / dx, "sp": 1 if dx > 0 else -1, "step_len": res / abs(dx), "along_per_q": -res * dy,
+            "g": -dy / dx, "sp": 1 if dx > 0 else -1, "step_len": res / abs(dx),
             "aq": a_row, "ap": a_col, "s": s, "oq": r0, "op": c0,
         }
     return {  # rows primary: q = col, p = row
         "transpose": True, "mx0": x00, "mxp": 0.0, "mxq": res, "my0": y00, "myp": -res, "myq": 0.0,
-        "g": dx / -dy, "sp": 1 if -dy > 0 else -1, "step_len": res / abs(dy), "along_per_q": res * dx,
+        "g": dx / -dy, "sp": 1 if -dy > 0 else -1, "step_len": res / abs(dy),
         "aq": a_col, "ap": a_row, "s": s, "oq": c0, "op": r0,
     }
 
@@ -872,7 +873,7 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
                for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
     _sweep_kernel(
         ozt if tr else oz, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
-        f["step_len"], f["along_per_q"], lag_t, h_o, floor, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
+        f["step_len"], lag_t, h_o, floor, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
         acc, tr, math.floor(min(corners)), math.floor(max(corners)) + 1,
     )
 
