@@ -298,7 +298,10 @@ def test_far_field_agrees_with_full_resolution(rough):
     ref = horizon_map(rough, 32, 2.0, method="raymarch", rows=slice(24, 48), cols=slice(24, 48))
     fast = horizon_map(fine, 32, 2.0, rows=win[0], cols=win[1], far_field=coarse)
     rms, p99, _ = accuracy(fast, ref)
-    assert rms <= 0.1 and p99 <= 0.5
+    assert rms <= 0.04 and p99 <= 0.2  # measured: 0.022, 0.097
+    # the far field matters here: without it, 0.13 and 0.51
+    rms, p99, _ = accuracy(horizon_map(fine, 32, 2.0, rows=win[0], cols=win[1]), ref)
+    assert rms > 0.08 and p99 > 0.3
 
 
 def test_far_field_sweep_matches_reference_at_fine_edges():

@@ -129,10 +129,14 @@ def test_layers_match_reference(track, lat, n):
     want = reference(terrain, horizon, track, 2.0)
     assert np.isnan(got["sun_lit_fraction"][3, 4]) and np.isnan(got["longest_blackout_h"][3, 4])
     valid = np.isfinite(terrain.height_m)
-    for name in ("sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction"):
-        err = np.abs(got[name] - want[name])[valid]
-        assert err.max() < 0.005, name  # 0.5 percentage points
-        assert err.mean() < 0.0005, name
+    n_steps = len(track)
+    for name in ("sun_lit_fraction", "earth_visible_fraction"):
+        # exact per step but for the elevation error bound (a few thousandths of a degree): a
+        # sunrise or sunset moved by a step here and there (measured: at most 3, 0.25 on average)
+        err_steps = np.abs(got[name] - want[name])[valid] * n_steps
+        assert err_steps.max() <= 3.0 and err_steps.mean() <= 0.3, name
+    # the disc fraction is always the binned one (measured: at most 0.00076)
+    assert np.abs(got["sun_disc_fraction"] - want["sun_disc_fraction"])[valid].max() < 0.002
     for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h"):
         assert np.abs(got[name] - want[name])[valid].max() <= track.step_hours, name
     assert np.abs(got["n_long_nights"] - want["n_long_nights"])[valid].max() <= 1
@@ -154,6 +158,61 @@ def test_layers_match_reference(track, lat, n):
             assert stats[name] == pytest.approx(want[name][i, j], abs=1e-9), name
     # The rugged horizon really exercises both states.
     assert 0.05 < np.nanmean(got["sun_lit_fraction"]) < 0.95
+
+
+def test_a_sun_grazing_the_skyline_for_a_few_steps_is_counted_exactly_and_is_no_psr(track):
+    """Flat skylines a hair below the Sun disc's top elevations of the few highest steps: the
+    exact scan counts exactly those steps, and permanent shadow (never lit) is decided exactly,
+    also when a run scans such a pixel only because its binned fraction is too small to tell."""
+    from sitesel.visibility import ExactWhere
+
+    terrain = terrain_at(-89.9, 60.0, 2)
+    lat, lon = terrain.grid.latlon()
+
+    def disc_top_deg(i, j):
+        """Elevations of the Sun disc's top over the steps, highest first, at pixel (i, j)."""
+        phi, lam = np.radians(lat[i, j]), np.radians(lon[i, j])
+        up = np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+        v = track.sun_m - (MOON_RADIUS_M + terrain.height_m[i, j] + 2.0) * up
+        d = np.linalg.norm(v, axis=1)
+        return np.sort(np.degrees(np.arcsin(v @ up / d) + np.arcsin(SUN_RADIUS_M / d)))[::-1]
+
+    # lit for no step, and for the fewest steps whose skyline can sit clear of the elevation error
+    # bound from the next step's (at 0.1 deg from the pole, 2e-5 deg: see sitesel.visibility)
+    top = disc_top_deg(0, 0)
+    few = [n for n in range(1, 50) if top[n - 1] - top[n] > 2e-4][:3]
+    lit_steps = dict(zip([(0, 0), (0, 1), (1, 0), (1, 1)], [0, *few]))
+    assert len(lit_steps) == 4 and few[-1] < 20
+    horizon = np.empty(terrain.shape + (K,), np.float32)
+    for (i, j), n in lit_steps.items():
+        top = disc_top_deg(i, j)
+        assert n == 0 or top[n - 1] - top[n] > 2e-4
+        horizon[i, j] = top[0] + 0.01 if n == 0 else 0.5 * (top[n - 1] + top[n])
+    want = reference(terrain, horizon, track, 2.0)
+    assert [round(want["sun_lit_fraction"][ij] * len(track)) for ij in lit_steps] == list(lit_steps.values())
+    everywhere = visibility_layers(terrain, horizon, track, 2.0)
+    refined = visibility_layers(terrain, horizon, track, 2.0, exact_where=ExactWhere(np.zeros(terrain.shape, bool)))
+    assert [round(float(everywhere["sun_lit_fraction"][ij]) * len(track)) for ij in lit_steps] == list(lit_steps.values())
+    # a run scans a pixel whose binned fraction is this small only until it is first lit (its count
+    # stays the binned one): enough to tell permanent shadow exactly, with its Sun layers
+    assert refined["longest_night_h"][0, 0] == len(track) * track.step_hours
+    assert np.abs(refined["sun_lit_fraction"] - everywhere["sun_lit_fraction"]).max() < 0.005
+    for got in (everywhere, refined):
+        assert psr_layers(got["sun_lit_fraction"], terrain.grid)["psr"].tolist() == [[1, 0], [0, 0]]
+
+
+def test_disc_visible_fraction_is_the_area_above_the_line_by_quadrature():
+    """The closed form (shared by the layers and the reference above) against the disc's area above
+    a horizontal line, integrated numerically: a disc centred u radii above the line shows the
+    strip -u < y < 1 of the unit disc."""
+    from scipy.integrate import quad
+
+    from sitesel.visibility import disc_visible_fraction
+
+    for u in np.linspace(-1.2, 1.2, 49):
+        lo = min(max(-u, -1.0), 1.0)
+        area, _ = quad(lambda t: 2.0 * np.sqrt(1.0 - t * t), lo, 1.0, epsabs=1e-13)
+        assert disc_visible_fraction(u) == pytest.approx(area / np.pi, abs=1e-9)
 
 
 def test_bare_sphere_at_pole():
