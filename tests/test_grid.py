@@ -23,9 +23,13 @@ R = MOON_RADIUS_M
 def test_projection_formula_at_known_points():
     # rho = 2R tan(pi/4 + lat/2); x = rho sin(lon), y = rho cos(lon)
     assert latlon_to_xy(-90.0, 123.0) == pytest.approx((0.0, 0.0), abs=1e-6)
-    rho_89 = 2 * R * np.tan(np.pi / 4 + np.radians(-89.0) / 2)
-    assert rho_89 == pytest.approx(30_324.12, abs=0.01)  # ~1 deg of arc, slightly stretched
-    assert latlon_to_xy(-89.0, 0.0) == pytest.approx((0.0, rho_89), rel=1e-12)
+    # at colatitude c the radius is 2R tan(c / 2) = R c (1 + c^2 / 12 + c^4 / 120 + ...): one degree
+    # of arc (30 323.33 m) stretched by 0.77 m
+    c = np.radians(1.0)
+    rho_89 = R * c * (1.0 + c**2 / 12.0 + c**4 / 120.0)
+    assert rho_89 - R * c == pytest.approx(0.77, abs=0.01)
+    assert np.hypot(*latlon_to_xy(-89.0, 37.0)) == pytest.approx(rho_89, abs=1e-6)
+    assert latlon_to_xy(-89.0, 0.0) == pytest.approx((0.0, rho_89), abs=1e-6)
     assert latlon_to_xy(-89.0, 90.0) == pytest.approx((rho_89, 0.0), abs=1e-6)
     assert latlon_to_xy(-89.0, 180.0) == pytest.approx((0.0, -rho_89), abs=1e-6)
     assert latlon_to_xy(-89.0, -90.0) == pytest.approx((-rho_89, 0.0), abs=1e-6)

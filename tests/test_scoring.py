@@ -257,7 +257,8 @@ def test_unused_nodata_does_not_exclude_and_missing_layer_is_an_error():
               "sun_lit_fraction": np.array([[np.nan, 0.5, 0.5]], np.float32)}
     feasible, score, _ = score_layers(layers, profile)
     assert feasible.tolist() == [[1, 0, 0]]
-    assert score[0, 0] == pytest.approx(1.0 - 5.0 / 15.0)
+    slope = METRICS["slope_deg"]  # its term falls linearly from best (1) to worst (0)
+    assert score[0, 0] == pytest.approx((slope.worst - 5.0) / (slope.worst - slope.best))
     with pytest.raises(SiteselError, match="sun_lit_fraction"):
         score_layers({"slope_deg": layers["slope_deg"]}, profile_from_dict(minimal(weights={"sun_lit_fraction": 1.0})))
 
