@@ -1,11 +1,10 @@
-"""Series and polynomial forms of sine (float64 and float32) and arctangent for the numba kernels, where libm
+"""Series and polynomial forms of sine and arctangent for the numba kernels, where libm
 calls would dominate, or keep a loop from being vectorised."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from numba import njit
 
 
@@ -24,21 +23,6 @@ def sin_small(x):
     c1, c2, c3, c4, c5, c6, c7, c8, c9 = _SIN64
     return x * (1.0 - x2 * c1 * (1.0 - x2 * c2 * (1.0 - x2 * c3 * (1.0 - x2 * c4 * (1.0 - x2 * c5 * (
         1.0 - x2 * c6 * (1.0 - x2 * c7 * (1.0 - x2 * c8 * (1.0 - x2 * c9)))))))))
-
-
-#: The factors 1 / (2k (2k + 1)), k = 1..5, of ``sin_small32``'s series, in float32.
-_SIN32 = tuple(np.float32(1.0 / (2 * k * (2 * k + 1))) for k in range(1, 6))
-
-
-@njit(cache=True, inline="always")
-def sin_small32(x):
-    """sin x for float32 |x| <= pi / 2 (radians), in float32 throughout: its Taylor series to
-    x^11 (truncation below 6e-8, float32's own precision). No branch and no promotion to
-    float64, so loops over it vectorise eight wide."""
-    one = np.float32(1.0)
-    x2 = x * x
-    c1, c2, c3, c4, c5 = _SIN32
-    return x * (one - x2 * c1 * (one - x2 * c2 * (one - x2 * c3 * (one - x2 * c4 * (one - x2 * c5)))))
 
 
 @njit(cache=True, inline="always")

@@ -27,6 +27,42 @@ def inv_k(x, y):
 
 
 @njit(cache=True, inline="always")
+def unit_chord(x1, y1, x2, y2):
+    """Chord between map points (x1, y1) and (x2, y2) on the unit sphere: 2 sin(theta / 2) of
+    their central angle theta. The stereographic projection (from the north pole onto the plane
+    at the south pole, k = 1 there) maps the chord exactly: 4R |p1 - p2| /
+    sqrt((|p1|^2 + 4R^2) (|p2|^2 + 4R^2)), with no trigonometric call."""
+    dx = x2 - x1
+    dy = y2 - y1
+    return (2.0 * np.sqrt((dx * dx + dy * dy) * _INV_4R2)
+            / np.sqrt((1.0 + (x1 * x1 + y1 * y1) * _INV_4R2) * (1.0 + (x2 * x2 + y2 * y2) * _INV_4R2)))
+
+
+def exit_box(terrain_grid, far_grid=None) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of the supplied grids' outer edges together: where a
+    horizon search leaves them, and the terrain beyond (``continuation_tan``) begins."""
+    outer = [terrain_grid.bounds_m] + ([far_grid.bounds_m] if far_grid is not None else [])
+    return (min(b[0] for b in outer), min(b[1] for b in outer), max(b[2] for b in outer),
+            max(b[3] for b in outer))
+
+
+@njit(cache=True, inline="always")
+def box_exit_m(x, y, dx, dy, box):
+    """Map distance from (x, y), inside ``box`` (left, bottom, right, top), to its edge along the
+    unit direction (dx, dy)."""
+    s = np.inf
+    if dx > 1e-12:
+        s = min(s, (box[2] - x) / dx)
+    elif dx < -1e-12:
+        s = min(s, (box[0] - x) / dx)
+    if dy > 1e-12:
+        s = min(s, (box[3] - y) / dy)
+    elif dy < -1e-12:
+        s = min(s, (box[1] - y) / dy)
+    return max(s, 0.0)
+
+
+@njit(cache=True, inline="always")
 def bilinear(z, r, c):
     """Bilinear height at fractional (row, col); NaN outside or if a weighted corner is NaN."""
     nr, nc = z.shape
@@ -86,7 +122,9 @@ def continuation_tan(ground_m, observer_height_m, exit_distance_m):
     ground, its highest point is at the central angle
     ``max(exit_distance_m / R, acos((R + hg) / (R + hg + h)))``: the tangent
     point (the bare-sphere dip) if the grid ends before it, else the grid
-    edge. Inside the grids the terrain itself decides, so an observer on a
+    edge. ``exit_distance_m`` is R times the central angle between the observer
+    and the point where the search leaves the grids (their outer edges, see
+    ``exit_box``). Inside the grids the terrain itself decides, so an observer on a
     rim above its surroundings sees a horizon below the dip.
     """
     r_ground = _R + np.asarray(ground_m, dtype=np.float64)

@@ -8,17 +8,20 @@ import numpy as np
 from numba import njit, prange
 
 from ..terrain.model import Terrain
-from ._common import _R, bearings_deg, bilinear, far_arrays, inv_k, window_slices
+from ._common import _R, bearings_deg, bilinear, box_exit_m, exit_box, far_arrays, inv_k, unit_chord, window_slices
 
 
 @njit(cache=True, parallel=True)
 def _raymarch_kernel(
-    z, x0, y0, res, zf, fx0, fy0, fres, has_far, obs_r0, obs_c0, nwr, nwc, h_obs, sin_b, cos_b, max_dist, out, dist_out
+    z, x0, y0, res, zf, fx0, fy0, fres, has_far, obs_r0, obs_c0, nwr, nwc, h_obs, sin_b, cos_b, max_dist, box, out,
+    dist_out
 ):
     """Ray-march every observer of a window at every bearing.
 
     ``z`` is the fine grid (corner x0, y0, pixel res); ``zf`` the far-field grid used
-    only outside the fine grid. Steps are half a fine pixel throughout.
+    only outside the fine grid. Steps are half a fine pixel throughout. Beyond the
+    grids' outer edges ``box`` (or ``max_dist``, where the search stops) the terrain
+    continues at the observer's ground height (``continuation_tan``).
     ``out[r, c, k]`` receives the elevation (radians), ``dist_out`` the ground distance
     of the maximum (metres, 0 when the terrain beyond the grids wins).
     """
@@ -45,6 +48,7 @@ def _raymarch_kernel(
                 best_d = 0.0
                 s_map = 0.0
                 psi = 0.0
+                at_max = False
                 ik_prev = inv_k(xo, yo)
                 while True:
                     x = xo + s_map * dx
@@ -62,6 +66,7 @@ def _raymarch_kernel(
                             break
                     s_next = s_map + step
                     if s_next > max_dist:
+                        at_max = True
                         break
                     x = xo + s_next * dx
                     y = yo + s_next * dy
@@ -85,8 +90,11 @@ def _raymarch_kernel(
                     if e > best:
                         best = e
                         best_d = psi
-                # beyond where the search stopped, terrain continues at the observer's ground height
-                theta = max(max(psi / _R, theta_dip), 1e-12)
+                # terrain continues at the observer's ground height beyond where the search stopped or
+                # left the grids, at the central angle of that point
+                s_floor = s_map if at_max else box_exit_m(xo, yo, dx, dy, box)
+                chord = unit_chord(xo, yo, xo + s_floor * dx, yo + s_floor * dy)
+                theta = max(max(2.0 * math.asin(min(0.5 * chord, 1.0)), theta_dip), 1e-12)
                 e = math.atan2((_R + hg) * math.cos(theta) - ro, (_R + hg) * math.sin(theta))
                 if e > best:
                     best = e
@@ -117,6 +125,7 @@ def raymarch_with_distance(
     zf, fx0, fy0, fres, has_far = far_arrays(far_field)
     g = terrain.grid
     nwr, nwc = r1 - r0, c1 - c0
+    box = np.array(exit_box(g, None if far_field is None else far_field.grid))
     out = np.empty((nwr, nwc, len(b)), np.float64)
     dist = np.empty_like(out)
     # Row blocks keep progress reporting responsive without changing results.
@@ -126,7 +135,7 @@ def raymarch_with_distance(
         _raymarch_kernel(
             z, g.x0_m, g.y0_m, g.resolution_m, zf, fx0, fy0, fres, has_far,
             r0 + start, c0, stop - start, nwc, float(observer_height_m),
-            np.sin(b), np.cos(b), float(max_distance_m), out[start:stop], dist[start:stop],
+            np.sin(b), np.cos(b), float(max_distance_m), box, out[start:stop], dist[start:stop],
         )
         if progress is not None:
             progress(stop, nwr)

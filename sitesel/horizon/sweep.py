@@ -22,10 +22,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from .._fastmath import atan2, sin_small32
+from .._fastmath import atan2
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
-from ._common import _R, bearings_deg, bilinear, continuation_tan, inv_k, window_slices
+from ._common import _R, bearings_deg, bilinear, continuation_tan, exit_box, inv_k, unit_chord, window_slices
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
@@ -137,16 +137,16 @@ def _hull_tangent(hx, hy, n, xo, yo, guess):
 
 def _exit_lines(sin_b, cos_b, box):
     """Exit along bearing b from the box (left, bottom, right, top), as
-    (bx, inv_sx, big_x, by, inv_cy, big_y): from map point (x, y) the search leaves the box
-    at map distance min((bx - x) inv_sx + big_x, (by - y) inv_cy + big_y) (``big``: inf
-    for a direction with no component across those sides)."""
+    (bx, inv_sx, big_x, by, inv_cy, big_y, sin_b, cos_b): from map point (x, y) the search
+    leaves the box at map distance min((bx - x) inv_sx + big_x, (by - y) inv_cy + big_y)
+    (``big``: inf for a direction with no component across those sides)."""
     out = []
     for d, low, high in ((sin_b, box[0], box[2]), (cos_b, box[1], box[3])):
         if abs(d) > 1e-12:
             out += [high if d > 0 else low, 1.0 / d, 0.0]
         else:
             out += [0.0, 0.0, np.inf]
-    return np.array(out)
+    return np.array(out + [sin_b, cos_b])
 
 
 # numpy's error model: a division by zero gives inf rather than raising, so loops over
@@ -157,26 +157,27 @@ def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
     in float32.
 
     The search leaves the grids at the map distance given by ``exit_lines`` (see
-    ``_exit_lines``); divided by the scale factor it is the ground distance, and over R
-    the central angle theta. ``tan_dip`` is the floor at exit distance 0 (the tangent
-    point), which is also the floor for every exit nearer than the tangent point.
+    ``_exit_lines``), at the central angle theta from the observer whose chord on the unit
+    sphere ``unit_chord`` gives exactly. ``tan_dip`` is the floor at exit distance 0 (the
+    tangent point), which is also the floor for every exit nearer than the tangent point.
     Beyond it the floor is (r cos theta - r - h) / (r sin theta) for ground radius r and
-    observer height h, written as -tan(theta / 2) - h / (r sin theta) and
-    1 - cos theta as sin^2 / (1 + cos), which float32 holds to 1e-7 of the value
-    (float64 would need R + h to the millimetre). No branch and no libm call (central
-    angles up to pi / 2), so loops over it vectorise, eight floats wide.
+    observer height h, written as -tan(theta / 2) - h / (r sin theta), with 1 - cos theta =
+    chord^2 / 2 and sin theta = chord sqrt(1 - chord^2 / 4), which float32 holds to 1e-7 of
+    the value (float64 would need R + h to the millimetre). No branch and no libm call, so
+    loops over it vectorise.
     """
     tx = (exit_lines[0] - x_m) * exit_lines[1] + exit_lines[2]
     ty = (exit_lines[3] - y_m) * exit_lines[4] + exit_lines[5]
-    theta = np.float32(max(min(tx, ty), 0.0) * inv_k(x_m, y_m) / _R)
-    one = np.float32(1.0)
-    sin_t = sin_small32(theta)
-    one_cos = one + np.sqrt(one - sin_t * sin_t)
+    s = max(min(tx, ty), 0.0)
+    chord = np.float32(unit_chord(x_m, y_m, x_m + s * exit_lines[6], y_m + s * exit_lines[7]))
+    half_c2 = np.float32(0.5) * chord * chord  # 1 - cos theta
+    sin_t = chord * np.sqrt(np.float32(1.0) - np.float32(0.5) * half_c2)
+    one_cos = np.float32(2.0) - half_c2  # 1 + cos theta
     h = np.float32(observer_height_m)
     r_ground = np.float32(_R) + ground_m
     beyond = -sin_t / one_cos - h / (r_ground * sin_t)
     # nearer than the tangent point (r + h) cos theta >= r, i.e. (1 - cos theta) (r + h) <= h: the dip
-    return tan_dip if sin_t * sin_t / one_cos * (r_ground + h) <= h else beyond
+    return tan_dip if half_c2 * (r_ground + h) <= h else beyond
 
 
 @njit(cache=True, inline="always")
@@ -847,7 +848,8 @@ def _floors(ground, tan_dip, r0, c0, transposed, x0, y0, res, exit_lines, observ
     xi, yi = x0 + (c0 + 0.5) * res, y0 - (r0 + 0.5) * res
     dxi, dxj, dyi, dyj = (res, 0.0, 0.0, -res) if transposed else (0.0, res, -res, 0.0)
     # scalars, so that the stores to out cannot alias them and the inner loop vectorises
-    lines = (exit_lines[0], exit_lines[1], exit_lines[2], exit_lines[3], exit_lines[4], exit_lines[5])
+    lines = (exit_lines[0], exit_lines[1], exit_lines[2], exit_lines[3], exit_lines[4], exit_lines[5], exit_lines[6],
+             exit_lines[7])
     for i in prange(ni):
         g = ground[i]
         td = tan_dip[i]
@@ -1009,9 +1011,7 @@ def sweep_horizon(terrain, n_azimuths, observer_height_m, rows, cols, far_field,
     observer_height_m = float(observer_height_m)
     r0, r1, c0, c1 = window_slices(terrain.shape, rows, cols)
     # where a search leaves the supplied grids (their bounding box), for the continuation floor
-    outer = [terrain.grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
-    box = np.array([min(b[0] for b in outer), min(b[1] for b in outer), max(b[2] for b in outer),
-                    max(b[3] for b in outer)])
+    box = np.array(exit_box(terrain.grid, None if far_field is None else far_field.grid))
     # the exact near ray reads the terrain itself, and the far field by its own ray beyond
     # the terrain's pixel centres, as the reference does
     near_z = np.ascontiguousarray(terrain.height_m, dtype=np.float32)
