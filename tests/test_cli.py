@@ -154,6 +154,29 @@ def test_site_reports_longitudes_in_plus_minus_180_and_grid_bearings_at_the_pole
     assert pole["azimuth_deg"][:2] == [0.0, 5.0]  # grid bearings, not bearings turned by 123 deg
 
 
+def test_site_gives_a_mesa_at_its_local_azimuth_off_the_pole(tmp_path, capsys):
+    """At 89.5 S 100 E local north is grid bearing 100: a 500 m mesa 3 km away at grid bearing 30 lies
+    at local azimuth 290, where the horizon mask must show it (a longitude sign error puts it at 130)."""
+    from sitesel.terrain import Grid, Terrain, latlon_to_xy
+
+    x, y = latlon_to_xy(-89.5, 100.0)
+    grid = Grid.centred((161, 161), 100.0, float(x), float(y))
+    gx, gy = grid.xy()
+    bearing = np.radians(30.0)
+    mesa = np.hypot(gx - (x + 3000.0 * np.sin(bearing)), gy - (y + 3000.0 * np.cos(bearing))) < 800.0
+    path = tmp_path / "mesa.tif"
+    write_terrain(path, Terrain(np.where(mesa, 500.0, 0.0).astype(np.float32), grid))
+    code, out, err = run_cli(["site", "-89.5", "100", "--dem", path, "--json", "--step-hours", "240",
+                              "--azimuths", "360"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    azimuth = np.radians(summary["azimuth_deg"])
+    high = np.array(summary["horizon_deg"]) > 2.0  # the mesa rises ~9 deg; bare ground stays below 0
+    assert 20 < high.sum() < 40  # it spans about 2 asin(0.8 / 3) = 31 deg
+    centre = np.degrees(np.arctan2(np.sin(azimuth[high]).mean(), np.cos(azimuth[high]).mean())) % 360.0
+    assert centre == pytest.approx(290.0, abs=1.0)
+
+
 def test_site_plot(small_dem, tmp_path, capsys):
     png = tmp_path / "mask.png"
     code, _, err = run_cli(["site", "-89.8", "100", "--dem", small_dem, "--step-hours", "24", "--azimuths", "72",

@@ -26,6 +26,32 @@ def track():
 
 
 # ---------------------------------------------------------------- reference
+def point_masks(lat_deg, lon_deg, radius_m, horizon_deg_1d, track):
+    """Per step at one point, in plain numpy: Sun lit (any of the disc up), visible disc fraction,
+    Earth seen."""
+    phi, lam = np.radians(lat_deg), np.radians(lon_deg)
+    up = np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+    east = np.array([-np.sin(lam), np.cos(lam), 0.0])
+    north = np.cross(up, east)
+    observer = radius_m * up
+
+    def look(position):
+        v = position - observer
+        d = np.linalg.norm(v, axis=1)
+        el = np.degrees(np.arcsin(v @ up / d))
+        az = np.degrees(np.arctan2(v @ east, v @ north))
+        bearing = (az + lon_deg) % 360.0
+        h = np.interp(bearing, BEARINGS, np.asarray(horizon_deg_1d, dtype=float), period=360.0)
+        return el, h, d
+
+    el, h, d = look(track.sun_m)
+    rho = np.degrees(np.arcsin(SUN_RADIUS_M / d))
+    u = np.clip((el - h) / rho, -1, 1)
+    disc = 1 - (np.arccos(u) - u * np.sqrt(1 - u * u)) / np.pi
+    el_e, h_e, _ = look(track.earth_m)
+    return el + rho > h, disc, el_e > h_e
+
+
 def reference(terrain, horizon_deg, track, observer_height_m, long_night_h=72.0):
     """Exact per-time-step computation, one pixel at a time, in plain numpy."""
     lat, lon = terrain.grid.latlon()
@@ -36,28 +62,8 @@ def reference(terrain, horizon_deg, track, observer_height_m, long_night_h=72.0)
         for j in range(terrain.shape[1]):
             if not np.isfinite(terrain.height_m[i, j]):
                 continue
-            phi, lam = np.radians(lat[i, j]), np.radians(lon[i, j])
-            up = np.array([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
-            east = np.array([-np.sin(lam), np.cos(lam), 0.0])
-            north = np.cross(up, east)
-            observer = (MOON_RADIUS_M + terrain.height_m[i, j] + observer_height_m) * up
-
-            def look(position):
-                v = position - observer
-                d = np.linalg.norm(v, axis=1)
-                el = np.degrees(np.arcsin(v @ up / d))
-                az = np.degrees(np.arctan2(v @ east, v @ north))
-                bearing = (az + lon[i, j]) % 360.0
-                h = np.interp(bearing, BEARINGS, horizon_deg[i, j].astype(float), period=360.0)
-                return el, h, d
-
-            el, h, d = look(track.sun_m)
-            rho = np.degrees(np.arcsin(SUN_RADIUS_M / d))
-            lit = el + rho > h
-            u = np.clip((el - h) / rho, -1, 1)
-            disc = 1 - (np.arccos(u) - u * np.sqrt(1 - u * u)) / np.pi
-            el_e, h_e, _ = look(track.earth_m)
-            seen = el_e > h_e
+            radius_m = MOON_RADIUS_M + terrain.height_m[i, j] + observer_height_m
+            lit, disc, seen = point_masks(lat[i, j], lon[i, j], radius_m, horizon_deg[i, j], track)
             out["sun_lit_fraction"][i, j] = lit.mean()
             out["sun_disc_fraction"][i, j] = disc.mean()
             out["earth_visible_fraction"][i, j] = seen.mean()
@@ -292,23 +298,38 @@ def test_psr_area_is_true_area_on_the_sphere():
 
 
 # ---------------------------------------------------------------- point series
-def test_point_series_matches_layers(track):
+def test_point_series_matches_the_per_step_reference_and_its_months(track):
     terrain = terrain_at(-88.0, -30.0, 3)
     horizon = rugged_horizon(terrain.shape, seed=7)
-    layers = visibility_layers(terrain, horizon, track, 10.0)
     lat, lon = terrain.grid.latlon()
     s = point_series(lat[1, 1], lon[1, 1], terrain.height_m[1, 1], 10.0, horizon[1, 1], track)
-    for name in ("sun_lit_fraction", "sun_disc_fraction", "earth_visible_fraction"):
-        assert s[name] == pytest.approx(layers[name][1, 1], abs=0.005)
-    for name in ("longest_night_h", "longest_blackout_h"):
-        assert abs(s[name] - layers[name][1, 1]) <= 1.0
+    lit, disc, seen = point_masks(lat[1, 1], lon[1, 1], MOON_RADIUS_M + terrain.height_m[1, 1] + 10.0, horizon[1, 1],
+                                  track)
     assert len(s["sun_elevation_deg"]) == len(track)
-    assert s["sun_lit_fraction"] == pytest.approx(s["sun_lit"].mean())
+    np.testing.assert_array_equal(s["sun_lit"], lit)
+    np.testing.assert_array_equal(s["earth_visible"], seen)
+    np.testing.assert_allclose(s["sun_disc_visible"], disc, rtol=0, atol=1e-9)
+    assert s["sun_lit_fraction"] == lit.mean() and s["earth_visible_fraction"] == seen.mean()
+    assert s["longest_night_h"] == max(runs(~lit)) * track.step_hours
+    assert s["longest_blackout_h"] == max(runs(~seen)) * track.step_hours
+    # months by the calendar text of each step's UTC time, counted by a plain loop
+    by_month = {}
+    for t, lit_t, seen_t in zip(track.times_utc, lit, seen):
+        n, n_lit, n_seen = by_month.get(str(t)[:7], (0, 0, 0))
+        by_month[str(t)[:7]] = (n + 1, n_lit + lit_t, n_seen + seen_t)
+    assert [m["month"] for m in s["monthly_sun_lit_fraction"]] == sorted(by_month)
+    for m in s["monthly_sun_lit_fraction"]:
+        n, n_lit, n_seen = by_month[m["month"]]
+        assert m["sun_lit_fraction"] == pytest.approx(n_lit / n, abs=1e-12)
+        assert m["earth_visible_fraction"] == pytest.approx(n_seen / n, abs=1e-12)
+    # the longest nights, longest first, each a run of unlit steps from its start to its end
     hours = [night["hours"] for night in s["longest_nights"]]
-    assert hours == sorted(hours, reverse=True) and hours[0] == s["longest_night_h"]
-    first = s["longest_nights"][0]
-    span = np.datetime64(first["end"]) - np.datetime64(first["start"])
-    assert span == np.timedelta64(int(first["hours"] * 3600), "s")
+    assert hours == [n * track.step_hours for n in sorted(runs(~lit), reverse=True)[:5]]
+    for night in s["longest_nights"]:
+        i = int(np.flatnonzero(track.times_utc == np.datetime64(night["start"]))[0])
+        n = round(night["hours"] / track.step_hours)
+        assert not lit[i:i + n].any() and (i == 0 or lit[i - 1]) and (i + n == len(lit) or lit[i + n])
+        assert np.datetime64(night["end"]) - np.datetime64(night["start"]) == np.timedelta64(int(night["hours"] * 3600), "s")
 
 
 def test_point_series_at_pole_bare_sphere(track):
