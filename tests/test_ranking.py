@@ -71,17 +71,23 @@ def brute_aggregate(score, feasible, grid, radius_m, percentile):
 
 
 # Radius 3.5 px: the nearest pixel-centre distances are sqrt(12) and sqrt(13) px, so the disc is
-# the same whichever tiny scale factor applies.
+# the same whichever tiny scale factor applies. Radius 3.59 px: at 80 S the map's scale factor
+# (1.0078) brings the sqrt(13) px ring (360.6 m on the map) to 357.8 m on the ground, inside the
+# disc; at the pole it stays out.
 @pytest.mark.parametrize("centre_lat_deg, centre_lon_deg", [(-90.0, 0.0), (-80.0, 20.0)])
-@pytest.mark.parametrize("percentile", [0.0, 5.0, 50.0])
-def test_disc_aggregation_matches_brute_force(centre_lat_deg, centre_lon_deg, percentile):
+@pytest.mark.parametrize("percentile, radius_m", [(0.0, 350.0), (5.0, 350.0), (50.0, 350.0), (5.0, 359.0)])
+def test_disc_aggregation_matches_brute_force(centre_lat_deg, centre_lon_deg, percentile, radius_m):
     grid = Grid.centred((24, 28), 100.0, *latlon_to_xy(centre_lat_deg, centre_lon_deg))
     rng = np.random.default_rng(int(percentile) + 7)
     score = rng.random(grid.shape).astype(np.float32)
     feasible = (rng.random(grid.shape) > 0.01).astype(np.uint8)
-    profile = profile_from_dict({"weights": {"slope_deg": 1}, "landing": {"radius_m": 350.0, "percentile": percentile}})
+    profile = profile_from_dict({"weights": {"slope_deg": 1},
+                                 "landing": {"radius_m": radius_m, "percentile": percentile}})
     got = aggregate_landing_score(score, feasible, grid, profile)
-    ref = brute_aggregate(score, feasible, grid, 350.0, percentile)
+    ref = brute_aggregate(score, feasible, grid, radius_m, percentile)
+    if radius_m == 359.0:
+        # the footprint really differs between the two latitudes
+        assert len(disc_pixels(grid, 12, 14, radius_m)) == (37 if centre_lat_deg == -90.0 else 45)
     assert np.array_equal(np.isnan(got), np.isnan(ref))
     assert np.isfinite(ref).sum() > 100
     np.testing.assert_allclose(got[np.isfinite(ref)], ref[np.isfinite(ref)], atol=1e-5)
@@ -129,6 +135,32 @@ def test_ellipse_footprints_cover_the_true_ellipse_everywhere():
         assert true <= used
         # Conservative, not wasteful: a 5 deg bin adds a thin sliver only.
         assert len(used) <= 1.3 * len(true)
+
+
+def test_ellipse_aggregation_matches_a_brute_percentile_at_every_centre():
+    """The sliding-histogram kernel over many bearing bins (a grid around the pole) against a
+    plain percentile over each centre's footprint (whose geometry the test above checks)."""
+    grid = Grid.centred((60, 60), 200.0)
+    rng = np.random.default_rng(4)
+    score = rng.random(grid.shape).astype(np.float32)
+    feasible = (rng.random(grid.shape) > 0.003).astype(np.uint8)
+    profile = profile_from_dict(
+        {"weights": {"slope_deg": 1},
+         "landing": {"ellipse_semi_major_m": 1500.0, "ellipse_semi_minor_m": 700.0, "ellipse_azimuth_deg": 40.0,
+                     "percentile": 10.0}}
+    )
+    got = aggregate_landing_score(score, feasible, grid, profile)
+    bin_index, footprints = landing_footprints(grid, profile)
+    assert len(np.unique(bin_index)) > 10
+    want = np.full(grid.shape, np.nan)
+    for r in range(60):
+        for c in range(60):
+            dr, c_lo, c_hi = footprints[bin_index[r, c]]
+            pixels = [(r + d, c + j) for d, lo, hi in zip(dr, c_lo, c_hi) for j in range(lo, hi + 1)]
+            if all(0 <= rr < 60 and 0 <= cc < 60 and feasible[rr, cc] for rr, cc in pixels):
+                want[r, c] = np.percentile([score[p] for p in pixels], 10.0, method="lower")
+    assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isfinite(want).sum() > 300
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], atol=1e-5)
 
 
 def brute_support(possible, bin_index, footprints, centres):
