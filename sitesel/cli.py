@@ -157,8 +157,11 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     """
     from .terrain.synthetic import synthetic_south_pole
 
+    from .outputs import check_out_dir_is_ours
+
     config = _default_demo_config(step_hours, years)
     _check_period(config)
+    check_out_dir_is_ours(out_dir)
     # A halo of the same world around the analysed square shades its edges at full resolution, and the
     # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
     halo_px = int(np.ceil(config["horizon"]["halo_km"] * 1e3 / resolution_m))
@@ -197,7 +200,10 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
         config["time"].pop("end", None)
         config["time"]["years"] = years
     _check_period(config)
+    from .outputs import check_out_dir_is_ours
     from .pipeline import resolve_profile
+
+    check_out_dir_is_ours(out_dir)
 
     profile = resolve_profile(config["profile"])
     window = None

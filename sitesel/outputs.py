@@ -110,6 +110,21 @@ def check_writable(out_dir, hint: str = "choose another with --out") -> Path:
     return out
 
 
+def check_out_dir_is_ours(out_dir) -> None:
+    """Raise :class:`SiteselError` if ``out_dir`` holds files sitesel did not write: a run
+    replaces its outputs (``layers/`` and ``plots/`` whole), so it writes only into a new or
+    empty folder, one with a ``manifest.json`` (which a finished run writes last), or one with
+    only the checkpoints of an interrupted run."""
+    out = Path(out_dir)
+    if not out.is_dir() or (out / "manifest.json").is_file():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name != ".tiles" and not p.name.startswith(_STAGING_PREFIX))
+    if foreign:
+        shown = ", ".join(f"'{name}'" for name in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SiteselError(f"output directory '{out}' holds files sitesel did not write ({shown}), which a run "
+                           "would replace; give a new or empty folder with --out")
+
+
 @contextmanager
 def staged_outputs(out_dir):
     """Yield a fresh staging folder inside ``out_dir``; when the block ends without an

@@ -588,3 +588,25 @@ def test_site_a_hair_from_the_pole_is_the_pole(small_dem, capsys):
     near = json.loads(out)
     assert near["lon"] == 0.0 and near["azimuth_deg"][:2] == [0.0, 5.0]
     assert near["azimuth_reference"].startswith("grid north")
+
+
+def test_a_folder_with_files_sitesel_did_not_write_is_refused_as_out(small_dem, tmp_path, capsys):
+    project = tmp_path / "project"
+    (project / "plots").mkdir(parents=True)
+    (project / "plots" / "mine.png").write_bytes(b"mine")
+    (project / "notes.md").write_text("notes")
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstep_hours = 48.0\n')
+    for command in (["run", cfg], ["demo", *SMALL_DEMO]):
+        code, _, err = run_cli([*command, "--out", project, "--quiet"], capsys)
+        assert_one_line_error(code, err, f"output directory '{project}' holds files sitesel did not write",
+                              "'notes.md', 'plots'", "give a new or empty folder with --out")
+    assert sorted(p.relative_to(project).as_posix() for p in project.rglob("*")) == ["notes.md", "plots",
+                                                                                    "plots/mine.png"]
+    # an interrupted run's checkpoints alone, or an earlier run's outputs, are sitesel's own
+    ours = tmp_path / "ours"
+    (ours / ".tiles").mkdir(parents=True)
+    code, _, err = run_cli(["run", cfg, "--out", ours, "--quiet"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["run", cfg, "--out", ours, "--quiet"], capsys)
+    assert code == 0, err
