@@ -204,15 +204,18 @@ def resolve_period(time_config: dict) -> tuple[str, str, float]:
     """
     from datetime import datetime, timedelta
 
+    from .ephemeris import check_in_ephemeris, parse_utc
+
     start = time_config["start"]
     step_hours = float(time_config["step_hours"])
     if "end" in time_config:
         return start, time_config["end"], step_hours
     try:
-        t0 = datetime.fromisoformat(start)
-    except ValueError:
-        raise SiteselError(f"the start date '{start}' (time.start, or --start) is not an ISO date (use e.g. "
-                           "2027-01-01)") from None
+        t = parse_utc(start, "start")
+        check_in_ephemeris(t, start)  # so that a year later is still a date Python holds
+    except SiteselError as exc:
+        raise SiteselError(f"{exc} (time.start, or --start)") from None
+    t0 = t.astype(datetime)
     if "years" in time_config:
         try:
             end = t0 + timedelta(days=365.25 * float(time_config["years"]))

@@ -14,9 +14,10 @@ SOUTH_POLAR_STEREO_PROJ = (
     "+proj=stere +lat_0=-90 +lon_0=0 +k=1 +x_0=0 +y_0=0 +R=1737400 +units=m +no_defs"
 )
 
-#: Coverage of the Moon orientation kernel moon_pa_de421_1900-2050.bpc (UTC).
+#: Coverage of the Moon orientation kernel moon_pa_de421_1900-2050.bpc (UTC): its segment runs from
+#: 1900-01-01 to 2051-01-01, so a span may start at the first and end (exclusive) at the second.
 EPHEMERIS_FIRST_DATE = "1900-01-01"
-EPHEMERIS_LAST_DATE = "2050-12-31"
+EPHEMERIS_END_DATE = "2051-01-01"
 
 #: Horizon azimuths allowed, in config files and ``sitesel site --azimuths``.
 MIN_AZIMUTHS, MAX_AZIMUTHS = 8, 7200

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import EPHEMERIS_FIRST_DATE, EPHEMERIS_LAST_DATE
+from .constants import EPHEMERIS_END_DATE, EPHEMERIS_FIRST_DATE
 from .errors import SiteselError
 from .paths import cache_dir
 
@@ -78,10 +78,15 @@ def covered_end(end, track: Track) -> str:
     """The end of the span ``track`` (asked to end at ``end``) covers, as the report gives it:
     ``end`` as given when the span is a whole number of steps, else the end of its last step
     (:attr:`Track.end`), which runs past it. Gap lengths are counted to this end."""
-    return str(end) if _parse_date(end, "end") == np.datetime64(track.end, "s") else track.end
+    return str(end) if parse_utc(end, "end") == np.datetime64(track.end, "s") else track.end
 
 
-def _parse_date(text, what: str) -> np.datetime64:
+def parse_utc(text, what: str) -> np.datetime64:
+    """An ISO UTC date or date-time (``2027-01-01``, ``2027-01-01T06:00``, a trailing ``Z`` allowed)
+    as datetime64[s]; ``what`` names it in the :class:`SiteselError` raised otherwise."""
+    if not re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", str(text).strip()):
+        # numpy would read a compact 20270101 as the year 20 270 101
+        raise SiteselError(f"the {what} time {text!r} is not an ISO UTC date; use e.g. 2027-01-01 or 2027-01-01T06:00")
     if re.search(r"T[0-9:.]+[+-][0-9]{2}(:?[0-9]{2})?$", str(text).strip()):
         raise SiteselError(f"the {what} time {text!r} has a UTC offset; give it in UTC without one, e.g. "
                            "2027-01-01T06:00 (or 2027-01-01T06:00Z)")
@@ -94,6 +99,15 @@ def _parse_date(text, what: str) -> np.datetime64:
     if np.isnat(value):
         raise SiteselError(f"the {what} time {text!r} is not a date; use an ISO UTC date like 2027-01-01")
     return value
+
+
+def check_in_ephemeris(t0: np.datetime64, start) -> None:
+    """Raise :class:`SiteselError` unless a span can start at ``t0`` (``start`` as given)."""
+    if t0 < np.datetime64(EPHEMERIS_FIRST_DATE, "s"):
+        raise SiteselError(f"start {start!r} is before {EPHEMERIS_FIRST_DATE}, the Moon orientation kernel's first date")
+    if t0 >= np.datetime64(EPHEMERIS_END_DATE, "s"):
+        raise SiteselError(f"start {start!r} is past the Moon orientation kernel, which covers 1900-2050; give a "
+                           "start in that range")
 
 
 def _step_seconds(step_hours: float) -> int:
@@ -110,11 +124,11 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
 
     Raises :class:`SiteselError` for an unparsable date, an empty or reversed
     span, a step that is not positive (or rounds to 0 s) or is longer than the span, a span outside the
-    Moon orientation kernel's coverage (1900-01-01 to 2050-12-31), or one of more
+    Moon orientation kernel's coverage (from 1900-01-01 to, exclusive, 2051-01-01), or one of more
     than ``MAX_TIME_STEPS`` steps.
     """
-    t0 = _parse_date(start, "start")
-    t1 = _parse_date(end, "end")
+    t0 = parse_utc(start, "start")
+    t1 = parse_utc(end, "end")
     try:
         step_s = _step_seconds(step_hours)
     except (TypeError, ValueError):
@@ -123,13 +137,10 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
         raise SiteselError(f"step_hours must be positive (at least 1 s), got {step_hours!r}")
     if t1 <= t0:
         raise SiteselError(f"the time span is empty: end {end!r} is not after start {start!r}")
-    first = np.datetime64(EPHEMERIS_FIRST_DATE, "s")
-    last = np.datetime64(EPHEMERIS_LAST_DATE, "s")
-    if t0 < first:
-        raise SiteselError(f"start {start!r} is before {EPHEMERIS_FIRST_DATE}, the Moon orientation kernel's first date")
-    if t1 > last:
-        raise SiteselError(f"end {end!r} is after {EPHEMERIS_LAST_DATE}, the Moon orientation kernel's last date; "
-                           "give an earlier start or end (time.end, --end; without one the span is a year)")
+    check_in_ephemeris(t0, start)
+    if t1 > np.datetime64(EPHEMERIS_END_DATE, "s"):
+        raise SiteselError(f"end {end!r} is past the Moon orientation kernel, which covers 1900-2050 (a span may "
+                           f"end at {EPHEMERIS_END_DATE}); give an earlier start, end or a shorter span")
     span_s = int((t1 - t0) / np.timedelta64(1, "s"))
     if step_s > span_s:
         # one step longer than the span would report gaps longer than the span itself

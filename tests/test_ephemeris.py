@@ -95,8 +95,10 @@ def test_cache_roundtrip(tmp_path):
         ("2027-02-01", "2027-01-01", 1, "empty"),
         ("2027-01-01", "2027-01-01", 1, "empty"),
         ("1899-06-01", "1900-06-01", 1, "1900-01-01"),
-        ("2050-06-01", "2051-06-01", 1, "2050-12-31"),
-        ("not a date", "2027-01-01", 1, "parse"),
+        ("2050-06-01", "2051-01-01T00:00:01", 1, "covers 1900-2050 \\(a span may end at 2051-01-01\\)"),
+        ("9999-06-01", "9999-07-01", 1, "start '9999-06-01' is past the Moon orientation kernel"),
+        ("not a date", "2027-01-01", 1, "not an ISO UTC date"),
+        ("20270101", "2028-01-01", 1, "'20270101' is not an ISO UTC date"),
         ("2027-01-01", "2027-02-01", 0, "positive"),
         ("2027-01-01", "2027-02-01", -1, "positive"),
         ("2027-01-01T00:00+05:00", "2027-02-01", 1, "has a UTC offset; give it in UTC without one"),
@@ -109,6 +111,7 @@ def test_bad_ranges_raise(start, end, step, match):
     with pytest.raises(SiteselError, match=match):
         validate_time_range(start, end, step)
     validate_time_range("2027-01-01T06:00Z", "2027-02-01T06:00", 1)  # Z is UTC, and welcome
+    validate_time_range("2050-01-01", "2051-01-01", 1)  # the whole of 2050
     with pytest.raises(SiteselError):
         body_track(start, end, step)
 
@@ -159,3 +162,17 @@ def test_chunks_do_not_change_the_track_and_report_progress(monkeypatch, capsys)
     np.testing.assert_array_equal(chunked.earth_m, whole.earth_m)
     body_track("2027-01-01", "2027-03-01", 6.0, use_cache=False, quiet=False)
     assert "ephemeris" in capsys.readouterr().err
+
+
+def test_the_last_day_of_2050_is_covered():
+    track = body_track("2050-12-31T22:00", "2051-01-01", 0.5, use_cache=False)
+    assert len(track) == 4 and str(track.times_utc[-1]) == "2050-12-31T23:30:00"
+
+
+def test_a_config_start_far_outside_the_ephemeris_is_an_input_error():
+    from sitesel.config import resolve_period
+
+    for start, match in (("9999-06-01", "past the Moon orientation kernel"), ("20270101", "not an ISO UTC date")):
+        with pytest.raises(SiteselError, match=match + r".*\(time.start, or --start\)$"):
+            resolve_period({"start": start, "step_hours": 1.0})
+    assert resolve_period({"start": "2050-01-01", "step_hours": 1.0})[1] == "2051-01-01T00:00:00"
