@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -238,7 +239,7 @@ def _read_cached(path: Path) -> Track | None:
         with np.load(path) as data:
             return Track(data["times_utc"].astype("datetime64[s]"), data["sun_m"], data["earth_m"],
                          float(data["step_hours"]))
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # a truncated or foreign file
         return None
 
 

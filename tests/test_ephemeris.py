@@ -79,6 +79,15 @@ def test_synodic_month_period(two_years):
     assert abs(days / months - 29.53) < 0.05
 
 
+def test_a_broken_cache_entry_is_recomputed(tmp_path):
+    a = body_track("2027-03-01", "2027-03-03", 6.0)
+    (entry,) = (tmp_path / "cache").glob("*.npz")
+    for damage in (entry.read_bytes()[:100], b"", b"not a zip file at all"):
+        entry.write_bytes(damage)
+        np.testing.assert_array_equal(body_track("2027-03-01", "2027-03-03", 6.0).sun_m, a.sun_m)
+        assert np.load(entry)["sun_m"].shape == (8, 3)  # and rewritten
+
+
 def test_cache_roundtrip(tmp_path):
     a = body_track("2027-03-01", "2027-03-03", 6.0)
     files = list((tmp_path / "cache").glob("*.npz"))
