@@ -46,6 +46,10 @@ class Finite(click.FloatRange):
             return "FLOAT"
         return super().get_metavar(param, ctx)
 
+    def _describe_range(self):
+        # click would print an unbounded range as "x<=None" in --help
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not np.isfinite(number):
@@ -281,8 +285,9 @@ def _dask_client(workers, scheduler):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Draw the horizon mask with the Sun's and Earth's paths to this PNG.")
+@click.option("--quiet", is_flag=True, help="No progress bar (the ephemeris of a long span).")
 def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, far_field_path, as_json,
-         plot_path):
+         plot_path, quiet):
     """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees).
 
     LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
@@ -300,7 +305,7 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
         period["end"] = end
     summary, series = site_report(
         lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
-        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=False,
+        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=quiet,
     )
     if plot_path:
         from . import plots

@@ -56,15 +56,15 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
         warnings.simplefilter("ignore")
         terrain = read_terrain(dem_path, region=region)
     far_field = None if far_field_path is None else read_far_field(far_field_path, terrain, max_distance_m)
-    reach_m = search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field)
-    warning = short_reach_warning(reach_m, max_distance_m, far_field, "the point")
-    if warning:
-        warnings.warn(warning, SiteselWarning, stacklevel=2)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)
     row, col = int(np.clip(np.rint(row_f), 0, terrain.shape[0] - 1)), int(np.clip(np.rint(col_f), 0, terrain.shape[1] - 1))
     ground_m = float(terrain.height_m[row, col])
     if not np.isfinite(ground_m):
         raise SiteselError(f"the DEM has no data at {lat_deg} {lon_deg}; pick a point with valid heights")
+    reach_m = search_reach_m((x_m, y_m, x_m, y_m), terrain, far_field)
+    warning = short_reach_warning(reach_m, max_distance_m, far_field, "the point")
+    if warning:
+        warnings.warn(warning, SiteselWarning, stacklevel=2)
 
     rows, cols = slice(row, row + 1), slice(col, col + 1)
     horizon_deg = horizon_map(terrain, n_azimuths, observer_height_m, max_distance_m, rows=rows, cols=cols,

@@ -610,3 +610,22 @@ def test_a_folder_with_files_sitesel_did_not_write_is_refused_as_out(small_dem, 
     assert code == 0, err
     code, _, err = run_cli(["run", cfg, "--out", ours, "--quiet"], capsys)
     assert code == 0, err
+
+
+def test_site_on_a_hole_says_only_that_and_quiet_silences_the_ephemeris_bar(tmp_path, capsys, monkeypatch):
+    from sitesel.terrain import Grid, Terrain, latlon_to_xy
+
+    monkeypatch.setenv("SITESEL_CACHE_DIR", str(tmp_path / "cache"))  # the track is computed, with its bar
+    heights = np.zeros((40, 40), np.float32)
+    heights[18:23, 18:23] = np.nan
+    path = tmp_path / "hole.tif"
+    write_terrain(path, Terrain(heights, Grid.centred((40, 40), 100.0, *latlon_to_xy(-89.5, -90.0))))
+    code, _, err = run_cli(["site", "-89.5", "-90", "--dem", path], capsys)
+    assert_one_line_error(code, err, "the DEM has no data at -89.5 -90.0")  # no reach warning first
+    common = ["site", "-89.52", "-90", "--dem", path, "--step-hours", "24", "--json"]
+    code, out, err = run_cli([*common, "--quiet"], capsys)
+    assert code == 0 and "ephemeris" not in err and "reaches only" in err
+    json.loads(out)
+    monkeypatch.setenv("SITESEL_CACHE_DIR", str(tmp_path / "cache2"))
+    code, _, err = run_cli(common, capsys)
+    assert code == 0 and "ephemeris" in err
