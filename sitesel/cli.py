@@ -143,7 +143,7 @@ def cli():
               help="Terrain size in pixels per side.")
 @click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
               help="Pixel size in metres.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Terrain seed.")
 @click.option("--step-hours", type=Finite(0.01, 240.0), default=1.0, show_default=True,
               help="Time step in hours.")
 @click.option("--years", type=Finite(0.01, 150.0), default=None,
@@ -371,13 +371,17 @@ def info(path, as_json):
 @click.option("--size", type=click.IntRange(16, 16384), default=500, show_default=True, help="Pixels per side.")
 @click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
               help="Pixel size, metres.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Terrain seed.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Terrain seed.")
 def synth(out_path, size, resolution_m, seed):
     """Write the built-in synthetic south-pole terrain as a GeoTIFF (heights in m above 1737.4 km)."""
     from .outputs import check_writable
     from .terrain.io import write_terrain
     from .terrain.synthetic import synthetic_south_pole
 
+    if out_path.suffix.lower() not in (".tif", ".tiff"):
+        raise SiteselError(f"{out_path} must name a .tif file (the terrain is written as a GeoTIFF)")
+    if out_path.is_dir():
+        raise SiteselError(f"{out_path} is a folder; give a file name for the GeoTIFF, e.g. {out_path / 'terrain.tif'}")
     check_writable(out_path.parent if str(out_path.parent) else Path("."), hint="choose another OUT.tif path")
     write_terrain(out_path, synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed))
     click.echo(str(out_path))

@@ -465,6 +465,8 @@ def test_a_demo_stopped_in_a_new_folder_leaves_nothing(tmp_path, capsys, monkeyp
     (["demo", "--resolution-m", "nan"], "Invalid value for '--resolution-m'"),
     (["run", "x.toml", "--years", "nan"], "Invalid value for '--years'"),
     (["synth", "x.tif", "--resolution-m", "inf"], "Invalid value for '--resolution-m'"),
+    (["synth", "x.tif", "--seed", "-1"], "Invalid value for '--seed': -1 is not in the range x>=0"),
+    (["demo", "--seed", "-1"], "Invalid value for '--seed'"),
     (["demo", "--bogus"], "No such option '--bogus'"),
     (["run", "x.toml", "--out", ""], "Invalid value for '--out': is empty; give a folder"),
     (["site", "abc", "0", "--dem", "x.tif"], "Invalid value for 'LAT': 'abc' is not a valid float."),
@@ -629,3 +631,16 @@ def test_site_on_a_hole_says_only_that_and_quiet_silences_the_ephemeris_bar(tmp_
     monkeypatch.setenv("SITESEL_CACHE_DIR", str(tmp_path / "cache2"))
     code, _, err = run_cli(common, capsys)
     assert code == 0 and "ephemeris" in err
+
+
+def test_synth_wants_a_tif_file_name(tmp_path, capsys):
+    (tmp_path / "sub").mkdir()
+    code, _, err = run_cli(["synth", tmp_path / "sub", "--size", "16"], capsys)
+    assert_one_line_error(code, err, "must name a .tif file")
+    code, _, err = run_cli(["synth", tmp_path / "x.tif", "--size", "16"], capsys)
+    assert code == 0, err
+    (tmp_path / "dir.tif").mkdir()
+    code, _, err = run_cli(["synth", tmp_path / "dir.tif", "--size", "16"], capsys)
+    assert_one_line_error(code, err, "is a folder; give a file name")
+    code, _, err = run_cli(["synth", tmp_path / "x.png", "--size", "16"], capsys)
+    assert_one_line_error(code, err, "x.png must name a .tif file")
