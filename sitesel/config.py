@@ -161,7 +161,7 @@ def _check_values(config: dict, source: str):
 
 
 def load_config(path: str | Path) -> dict:
-    """Read and validate a TOML config; relative DEM paths resolve against its folder."""
+    """Read and validate a TOML config; relative DEM and profile paths resolve against its folder."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -182,6 +182,10 @@ def load_config(path: str | Path) -> dict:
     for key in ("path", "far_field"):
         if key in dem:
             dem[key] = str((path.parent / dem[key]).resolve()) if not Path(dem[key]).is_absolute() else dem[key]
+    # a profile file named in the config sits beside it, like the DEM (a preset is a bare name)
+    profile = config.get("profile")
+    if isinstance(profile, str) and profile.lower().endswith(".toml") and not Path(profile).is_absolute():
+        config["profile"] = str((path.parent / profile).resolve())
     return config
 
 

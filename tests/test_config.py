@@ -62,6 +62,10 @@ def test_load_config_resolves_paths_and_reports_toml_errors(tmp_path):
     config = load_config(cfg)
     assert config["dem"]["path"] == str((tmp_path / "dems/x.tif").resolve())
     assert config["profile"] == "luna27"
+    (tmp_path / "sub").mkdir()
+    sub = tmp_path / "sub" / "run.toml"
+    sub.write_text('profile = "mine.toml"\n[dem]\npath = "x.tif"\n')
+    assert load_config(sub)["profile"] == str((tmp_path / "sub" / "mine.toml").resolve())  # beside the config
     cfg.write_text("[dem\npath=")
     with pytest.raises(SiteselError, match="not valid TOML"):
         load_config(cfg)
