@@ -265,8 +265,9 @@ def compute(
         refined_by = {"constraints": profile.constraints, "region": profile.region,
                       "landing_m": [profile.ellipse_semi_major_m, profile.ellipse_semi_minor_m,
                                     profile.ellipse_azimuth_deg]}
-    key = run_key(config, terrain.provenance, __version__, None if far_field is None else far_field.provenance,
-                  [r0, c0, *analysed.shape], refined_by)
+    # the profile shapes the tiles only through refined_by: trying profiles on one map reuses its tiles
+    key = run_key({k: v for k, v in config.items() if k != "profile"}, terrain.provenance, __version__,
+                  None if far_field is None else far_field.provenance, [r0, c0, *analysed.shape], refined_by)
     store = TileStore((tile_dir or Path(".sitesel-tiles")) / key)
     clock = time.perf_counter()
     # Progress counts horizon azimuths and visibility chunks (scan.PROGRESS_CHUNK_PX pixels each, and

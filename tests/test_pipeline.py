@@ -245,3 +245,16 @@ def test_outputs_stopped_midway_leave_the_earlier_run_untouched(exact_run, tmp_p
         pipeline.write_outputs(exact_run, tmp_path, config, inputs=[], quiet=True)
     assert _files(tmp_path) == before
     assert not list(tmp_path.glob(".sitesel-staging*"))
+
+
+def test_another_profile_reuses_the_tiles_of_an_unrefined_run(terrain, tmp_path):
+    config = small_config(years=1)
+    first = pipeline.compute(terrain, config, tile_dir=tmp_path, quiet=True)
+    config["profile"] = "ilrs"
+    again = pipeline.compute(terrain, config, tile_dir=tmp_path, quiet=True, resume=True)
+    assert again.tiles == {"total": 4, "resumed": 4}
+    for name, layer in first.layers.items():
+        if name not in ("score", "feasible"):
+            np.testing.assert_array_equal(layer, again.layers[name], err_msg=name)
+    assert again.profile.name == "ilrs" and not np.array_equal(first.layers["score"], again.layers["score"],
+                                                               equal_nan=True)
