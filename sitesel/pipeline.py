@@ -188,6 +188,14 @@ def compute(
     no_height = float(analysed.nodata.mean())
     if no_height == 1.0:
         raise SiteselError("the DEM has no heights (all nodata) in the area to analyse; pick a region it covers")
+    profile = profile or resolve_profile(config["profile"])
+    landing_span_m = 2.0 * profile.ellipse_semi_major_m
+    terrain_span_m = min(terrain.shape) * terrain.resolution_m
+    if landing_span_m > terrain_span_m:
+        raise SiteselError(
+            f"the profile's landing area is {landing_span_m / 1e3:g} km across, wider than the "
+            f"{terrain.shape[0] * terrain.resolution_m / 1e3:g} x {terrain.shape[1] * terrain.resolution_m / 1e3:g} km "
+            "of terrain read, so no site could fit; shrink [landing] in the profile or give a larger DEM or region")
     baseline_m = float(config["surface"]["baseline_m"])
     baseline_px = footprint_size_px(terrain.resolution_m, baseline_m)
     if baseline_px > min(terrain.shape):
@@ -213,7 +221,6 @@ def compute(
         warnings.warn(warning, SiteselWarning, stacklevel=2)
 
     timings: dict[str, float] = {}
-    profile = profile or resolve_profile(config["profile"])
     start, end, step_hours = resolve_period(config["time"])
     n_azimuths = int(config["horizon"]["azimuths"])
     heights_m = observer_heights_m(config)

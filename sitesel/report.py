@@ -127,6 +127,10 @@ def no_sites_hint(constraints) -> str:
     if fractions.get("region_pixels", 1) == 0:
         return "the profile's [region] holds no pixel of the analysed grid: move the region or the DEM window."
     parts = ", ".join(f"{key} {share:.1%}" for key, share in fractions.items() if key not in ("all", "region_pixels"))
+    if not parts:
+        return (f"the profile has no hard constraint, so no landing area (up to {landing_m:g} m from the centre) "
+                "fits wholly on pixels with a slope (away from the DEM's edges and holes): shrink [landing] or "
+                "give a larger DEM or region.")
     return (f"pixels in the profile region meeting each hard constraint: {parts}; all at once: "
             f"{fractions['all']:.2%}. A site needs every pixel of its landing area (up to {landing_m:g} m from "
             "the centre) to meet them all: relax the tightest constraint, shrink [landing], or use a sharper DEM.")

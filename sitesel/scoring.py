@@ -76,6 +76,9 @@ METRICS: dict[str, Metric] = {
 }
 
 _CONSTRAINT_KEYS = {m.constraint_key: m.name for m in METRICS.values()}
+
+#: The lander's footprint metrics: a pixel without them is never feasible (see :func:`score_layers`).
+SURFACE_METRICS = frozenset({"slope_deg", "roughness_m"})
 _TOP_KEYS = ("name", "description", "constraints", "weights", "landing", "region")
 _LANDING_KEYS = (
     "radius_m",
@@ -390,7 +393,8 @@ def score_layers(layers: dict, profile: Profile) -> tuple[np.ndarray, np.ndarray
     -------
     feasible : uint8 array
         1 where every hard constraint holds and every metric the profile uses
-        (constrained or weighted) has data (is not NaN); 0 elsewhere.
+        (constrained or weighted), and the slope and roughness if given, has data (is
+        not NaN); 0 elsewhere.
     score : float32 array
         Weighted mean of the terms, in [0, 1]; NaN where not feasible, so a
         number in ``score.tif`` always marks an admissible pixel.
@@ -410,9 +414,11 @@ def score_layers(layers: dict, profile: Profile) -> tuple[np.ndarray, np.ndarray
         if np.shape(layers[m]) != shape:
             raise ValueError(f"layer {m} has shape {np.shape(layers[m])}, expected {shape}")
 
-    # NaN is nodata; +inf is data (psr_distance_m is inf when the grid holds no PSR).
+    # NaN is nodata; +inf is data (psr_distance_m is inf when the grid holds no PSR). A pixel whose
+    # slope is unknown (its footprint leaves the DEM or touches a hole) is never a landing spot,
+    # whether or not the profile weighs the slope.
     feasible = np.ones(shape, dtype=bool)
-    for m in used:
+    for m in {*used, *(SURFACE_METRICS & layers.keys())}:
         feasible &= ~np.isnan(layers[m])
     for ok in _constraint_masks(layers, profile).values():
         feasible &= ok

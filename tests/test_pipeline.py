@@ -258,3 +258,22 @@ def test_another_profile_reuses_the_tiles_of_an_unrefined_run(terrain, tmp_path)
             np.testing.assert_array_equal(layer, again.layers[name], err_msg=name)
     assert again.profile.name == "ilrs" and not np.array_equal(first.layers["score"], again.layers["score"],
                                                                equal_nan=True)
+
+
+def test_a_landing_area_wider_than_the_terrain_is_refused_before_any_work(terrain, tmp_path):
+    from sitesel.errors import SiteselError
+    from sitesel.scoring import profile_from_dict
+
+    profile = profile_from_dict({"weights": {"slope_deg": 1.0}, "landing": {"radius_m": 1e7}})
+    with pytest.raises(SiteselError, match=r"^the profile's landing area is 20000 km across, wider than the 20 x 20 km "
+                                           r"of terrain read, so no site could fit; shrink \[landing\]"):
+        pipeline.compute(terrain, small_config(years=1), tile_dir=tmp_path, quiet=True, profile=profile)
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_site_without_constraints_is_explained_by_the_landing_area():
+    from sitesel.report import no_sites_hint
+
+    hint = no_sites_hint(({"all": 1.0, "region_pixels": 100}, 9000.0))
+    assert hint.startswith("the profile has no hard constraint, so no landing area (up to 9000 m from the centre) "
+                           "fits wholly on pixels with a slope")

@@ -225,7 +225,8 @@ def test_score_layers_matches_a_plain_loop(preset):
     for r in range(23):
         for c in range(19):
             ok = True
-            for m in profile.used_metrics:
+            # the metrics the profile uses, and the footprint's slope and roughness always, need data
+            for m in {*profile.used_metrics, "slope_deg", "roughness_m"}:
                 if math.isnan(float(layers[m][r, c])):
                     ok = False
             for key, limit in profile.constraints.items():
