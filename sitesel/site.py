@@ -53,7 +53,7 @@ def site_report(lat_deg: float, lon_deg: float, dem_path, *, observer_height_m: 
     region = Region(centre_lat_deg=lat_deg, centre_lon_deg=lon_deg, radius_km=max_distance_m / 1e3)
     with warnings.catch_warnings():
         # The search radius reaching past a small DEM is normal here: the horizon uses what there is.
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message="region extends beyond")
         terrain = read_terrain(dem_path, region=region)
     far_field = None if far_field_path is None else read_far_field(far_field_path, terrain, max_distance_m)
     row_f, col_f = terrain.grid.rowcol(x_m, y_m)

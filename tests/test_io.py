@@ -7,6 +7,7 @@ import json
 import math
 import os
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import rasterio
 from rasterio.crs import CRS
 
 from sitesel.constants import MOON_RADIUS_M
-from sitesel.errors import SiteselError
+from sitesel.errors import SiteselError, SiteselWarning
 from sitesel.terrain.grid import Grid, latlon_to_xy
 from sitesel.terrain.io import (
     describe_dem,
@@ -596,3 +597,17 @@ def test_own_far_field_is_the_rest_of_the_file_or_none(tmp_path):
     far = read_own_far_field(path, near, radius_m=150e3)
     assert far.grid.bounds_m == whole.grid.bounds_m and max(far.shape) <= OWN_FAR_FIELD_PX
     np.testing.assert_array_equal(far.height_m, whole.height_m)  # 96 px a side: no block averaging needed
+
+
+def test_heights_stored_as_radii_are_refused_and_kilometres_read_as_metres_warned(tmp_path):
+    h, grid = synthetic_heights(64, 100.0)  # 6.4 km across, 3 km of relief
+    radii = write_geotiff(tmp_path / "radii.tif", h + MOON_RADIUS_M, grid)
+    with pytest.raises(SiteselError, match=r"heights reach 1,7\d\d,\d{3} m, beyond any on the Moon .* subtract 1737400"):
+        read_terrain(radii)
+    km = write_geotiff(tmp_path / "km.tif", h / 1000.0, grid, units=None)  # kilometres, with no unit given
+    with pytest.warns(SiteselWarning, match=r"heights span only \d\.\d\d m over \d+ km; if the file stores kilometres"):
+        read_terrain(km)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_terrain(write_geotiff(tmp_path / "m.tif", h, grid))  # metres: no warning
+        read_terrain(write_geotiff(tmp_path / "flat.tif", 0.0 * h, grid))  # a flat test plane: none either

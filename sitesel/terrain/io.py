@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import MOON_RADIUS_M, SOUTH_POLAR_STEREO_PROJ
-from ..errors import SiteselError
+from ..errors import SiteselError, SiteselWarning
 from .checksum import file_sha256
 from .crs import _crs_label, _raster_units, _unit_scale_to_m, check_south_polar_crs
 from .grid import Grid
@@ -286,7 +286,34 @@ def read_terrain(path, region: Region | None = None) -> Terrain:
         else:
             rows, cols = slice(0, src.grid.shape[0]), slice(0, src.grid.shape[1])
         height = src.read_height_m(rows, cols)
-        return Terrain(height, src.grid.window(rows, cols), _provenance(src, rows, cols))
+        grid = src.grid.window(rows, cols)
+        check_plausible_heights(height, grid, src.path)
+        return Terrain(height, grid, _provenance(src, rows, cols))
+
+
+#: Heights beyond this (m) are on no part of the Moon (about -9 to +11 km about the 1737.4 km sphere).
+MAX_PLAUSIBLE_HEIGHT_M = 25e3
+
+
+def check_plausible_heights(height_m: np.ndarray, grid: Grid, path) -> None:
+    """Raise :class:`SiteselError` if heights lie beyond any on the Moon (a file of radii), and
+    warn if they span only a few metres over kilometres (a file of kilometres read as metres)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all NaN: no heights, reported elsewhere
+        low, high = float(np.nanmin(height_m)), float(np.nanmax(height_m))
+    if not np.isfinite(low):
+        return
+    if max(abs(low), abs(high)) > MAX_PLAUSIBLE_HEIGHT_M:
+        raise SiteselError(
+            f"{path}: heights reach {max(abs(low), abs(high)):,.0f} m, beyond any on the Moon (-9 to +11 km about "
+            "the 1737.4 km sphere); if the file stores radii, subtract 1737400 m: sitesel reads heights above the "
+            "sphere")
+    extent_m = max(height_m.shape) * grid.resolution_m
+    if 0.0 < high - low < 25.0 and extent_m >= 5e3:
+        warnings.warn(
+            f"{path}: heights span only {high - low:.2f} m over {extent_m / 1e3:.0f} km; if the file stores "
+            "kilometres without saying so, give its band the unit 'km' (sitesel reads metres when none is set)",
+            SiteselWarning, stacklevel=3)
 
 
 def _block_mean(src: _Source, rows: slice, cols: slice, factor: int, strip_rows: int = 512) -> np.ndarray:
