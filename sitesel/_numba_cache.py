@@ -52,3 +52,14 @@ def use_source_keyed_cache() -> None:
                 shutil.rmtree(other, ignore_errors=True)
     except OSError:  # no cache yet, or not ours to tidy
         pass
+
+
+def is_cold() -> bool:
+    """True if numba's cache directory holds no compiled kernel yet (the first run after an install
+    or an edit compiles them, for about half a minute)."""
+    numba = sys.modules.get("numba")
+    directory = os.environ.get("NUMBA_CACHE_DIR") or (numba.config.CACHE_DIR if numba is not None else "")
+    try:
+        return bool(directory) and not any(Path(directory).rglob("*.nbi"))
+    except OSError:
+        return False

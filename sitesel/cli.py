@@ -98,6 +98,15 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
     return result
 
 
+def _note_first_compile(quiet: bool) -> None:
+    """Say why the first run after an install or an upgrade sits still for a while."""
+    from . import _numba_cache
+
+    if not quiet and _numba_cache.is_cold():
+        click.echo("sitesel: first run of this installation: compiling the numeric kernels (about half a minute, "
+                   "kept for later runs)", err=True)
+
+
 def _check_period(config):
     """Raise SiteselError if the config's time span is not one the ephemeris covers: a command calls it
     before it reads a DEM or makes any output."""
@@ -166,6 +175,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     config = _default_demo_config(step_hours, years)
     _check_period(config)
     check_out_dir_is_ours(out_dir)
+    _note_first_compile(quiet)
     # A halo of the same world around the analysed square shades its edges at full resolution, and the
     # whole 400 km world at 1 km/px gives the distant horizon (massifs 100+ km away).
     halo_px = int(np.ceil(config["horizon"]["halo_km"] * 1e3 / resolution_m))
@@ -208,7 +218,7 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
     from .pipeline import resolve_profile
 
     check_out_dir_is_ours(out_dir)
-
+    _note_first_compile(quiet)
     profile = resolve_profile(config["profile"])
     window = None
     if "region" in config:

@@ -644,3 +644,14 @@ def test_synth_wants_a_tif_file_name(tmp_path, capsys):
     assert_one_line_error(code, err, "is a folder; give a file name")
     code, _, err = run_cli(["synth", tmp_path / "x.png", "--size", "16"], capsys)
     assert_one_line_error(code, err, "x.png must name a .tif file")
+
+
+def test_the_first_run_says_it_is_compiling(tmp_path, capsys, monkeypatch):
+    from sitesel import _numba_cache
+
+    monkeypatch.setattr(_numba_cache, "is_cold", lambda: True)
+    args = ["demo", "--out", tmp_path / "d", "--size", "64", "--resolution-m", "400", "--step-hours", "48"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 0 and "first run of this installation: compiling the numeric kernels" in err
+    code, _, err = run_cli([*args, "--quiet"], capsys)
+    assert code == 0 and "compiling" not in err

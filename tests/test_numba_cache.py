@@ -18,3 +18,13 @@ def test_cache_dir_is_keyed_by_the_sources(tmp_path):
     helper.write_text(helper.read_text() + "\n# an edit to a helper another module's kernel inlines\n")
     assert source_digest(copy) != source_digest(package)
     assert Path(numba.config.CACHE_DIR).name == source_digest(package)
+
+
+def test_a_cache_without_kernels_is_cold(tmp_path, monkeypatch):
+    from sitesel import _numba_cache
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert _numba_cache.is_cold()
+    (tmp_path / "sitesel_abc").mkdir()
+    (tmp_path / "sitesel_abc" / "kernel-1.py311.nbi").write_bytes(b"")
+    assert not _numba_cache.is_cold()
