@@ -128,8 +128,10 @@ class Profile:
 
     def record(self) -> dict:
         """Everything that defines the profile, for a run's manifest and report: name, source
-        and its checksum, constraints, weights, landing area, region."""
+        and its checksum (None for a profile not read from a file), constraints, weights,
+        landing area, region."""
         values = asdict(self)
+        values["source_sha256"] = values["source_sha256"] or None
         landing = ("ellipse_semi_major_m", "ellipse_semi_minor_m", "ellipse_azimuth_deg", "percentile",
                    "min_separation_m", "top_n")
         return {**{key: values[key] for key in ("name", "source", "source_sha256", "constraints", "weights")},

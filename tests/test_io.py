@@ -336,6 +336,8 @@ def test_region_validation_and_config():
         region_from_config({"centre_lat_deg": "south", "centre_lon_deg": 10, "radius_km": 5})
     with pytest.raises(SiteselError, match="southern"):
         Region(centre_lat_deg=45.0, centre_lon_deg=0.0, radius_km=5.0)
+    with pytest.raises(SiteselError, match="centre_lon_deg = 400.0 is not a longitude"):
+        region_from_config({"centre_lat_deg": -89, "centre_lon_deg": 400, "radius_km": 5})
     with pytest.raises(SiteselError, match="empty"):
         Region(x_min_m=1, x_max_m=0, y_min_m=0, y_max_m=1)
 

@@ -301,3 +301,9 @@ def test_constraint_pass_fractions_count_like_a_plain_loop():
     assert "max_slope_deg" in hint and "1000 m" in hint and f"{n_all / 800:.2%}" in hint
     assert "[region] holds no pixel" in no_sites_hint((constraint_pass_fractions(layers, profile, mask & False),
                                                         500.0))
+
+
+def test_an_inline_profile_records_no_checksum():
+    record = profile_from_dict(minimal(), source="config [profile]").record()
+    assert record["source"] == "config [profile]" and record["source_sha256"] is None
+    assert load_profile("default").record()["source_sha256"]  # a preset is a file, with its checksum

@@ -47,6 +47,9 @@ class Region:
                     f"region: centre_lat_deg = {self.centre_lat_deg} is not in the southern hemisphere; "
                     "use a latitude in [-90, 0)"
                 )
+            if not -360.0 <= self.centre_lon_deg <= 360.0:
+                raise SiteselError(f"region: centre_lon_deg = {self.centre_lon_deg} is not a longitude; give degrees "
+                                   "in -180..180 (or 0..360)")
             if not self.radius_km > 0.0:
                 raise SiteselError(f"region: radius_km = {self.radius_km} must be positive")
         else:
