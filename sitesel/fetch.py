@@ -239,8 +239,6 @@ def fetch_product(name: str, dest: Path | None = None, base_url: str | None = No
     catalogue and the label (LINES x LINE_SAMPLES x bytes, RECORD_BYTES x
     FILE_RECORDS), and the SHA-256 where the catalogue has one.
     """
-    from .terrain.pds3 import parse_pds3_label
-
     products = {p["name"].upper(): p for p in list_products(catalogue)}
     p = products.get(name.upper())
     if p is None:
@@ -248,7 +246,22 @@ def fetch_product(name: str, dest: Path | None = None, base_url: str | None = No
     dest = Path(dest) if dest is not None else Path.cwd() / "dems"
     if dest.exists() and not dest.is_dir():
         raise SiteselError(f"the destination {dest} is a file, not a folder; give a folder with --dest")
+    created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(p, dest, base_url, progress)
+    except BaseException:
+        if created:  # a folder this call made, left empty by a failure (a partial download stays, to resume)
+            from .outputs import remove_empty_dirs
+
+            remove_empty_dirs(dest)
+        raise
+
+
+def _fetch_into(p: dict, dest: Path, base_url: str | None, progress: bool) -> Path:
+    """:func:`fetch_product` of the catalogue entry ``p`` into the folder ``dest``."""
+    from .terrain.pds3 import parse_pds3_label
+
     base_url = base_url or os.environ.get(BASE_URL_ENV)
     if base_url:
         base_url = base_url if base_url.endswith("/") else base_url + "/"

@@ -287,3 +287,14 @@ def test_a_destination_that_is_a_file_is_refused(product, tmp_path):
     dest.write_text("x")
     with pytest.raises(SiteselError, match="the destination .*o.txt is a file, not a folder; give a folder"):
         fetch_product("TINY", dest=dest, base_url=product.url, progress=False, catalogue=product.cat)
+
+
+def test_a_failed_fetch_leaves_no_empty_folder_it_made(product, tmp_path):
+    del product.files.content["/img/tiny.lbl"]
+    with pytest.raises(SiteselError, match="HTTP 404"):
+        fetch_product("TINY", dest=tmp_path / "new", base_url=product.url, progress=False, catalogue=product.cat)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(SiteselError, match="HTTP 404"):
+        fetch_product("TINY", dest=tmp_path / "mine", base_url=product.url, progress=False, catalogue=product.cat)
+    assert (tmp_path / "mine").is_dir()  # not ours to remove
