@@ -357,7 +357,12 @@ def fetch(product, list_products, dest, base_url, quiet):
     from . import fetch as fetching
 
     if list_products:
-        click.echo(fetching.format_product_table(fetching.list_products()))
+        products = fetching.list_products()
+        if product:  # --list NAME: that product only
+            products = [p for p in products if p["name"].upper() == product.upper()]
+            if not products:
+                raise SiteselError(f"unknown product {product!r}; `sitesel fetch --list` shows them all")
+        click.echo(fetching.format_product_table(products))
         return
     if not product:
         raise SiteselError("name a product to fetch (see `sitesel fetch --list`)")

@@ -655,3 +655,12 @@ def test_the_first_run_says_it_is_compiling(tmp_path, capsys, monkeypatch):
     assert code == 0 and "first run of this installation: compiling the numeric kernels" in err
     code, _, err = run_cli([*args, "--quiet"], capsys)
     assert code == 0 and "compiling" not in err
+
+
+def test_fetch_list_shows_the_catalogue_or_one_product(capsys):
+    code, out, err = run_cli(["fetch", "--list"], capsys)
+    assert code == 0 and "LDEM_85S_10M" in out and "LDEM_80S_20M" in out
+    code, out, err = run_cli(["fetch", "--list", "ldem_85s_10m"], capsys)
+    assert code == 0 and "LDEM_85S_10M" in out and "LDEM_80S_20M" not in out
+    code, _, err = run_cli(["fetch", "--list", "nope"], capsys)
+    assert_one_line_error(code, err, "unknown product 'nope'")
