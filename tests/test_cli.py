@@ -226,7 +226,7 @@ def test_dates_outside_ephemeris(small_dem, capsys):
 
 def test_a_failed_run_leaves_no_output_directory_behind(small_dem, tmp_path, capsys):
     cfg = tmp_path / "late.toml"
-    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstart = "2049-06-01"\nend = "2051-01-01"\n')
+    cfg.write_text(f'[dem]\npath = "{small_dem}"\n[time]\nstart = "2049-06-01"\nend = "2051-06-01"\n')
     code, _, err = run_cli(["run", cfg, "--out", tmp_path / "out", "--quiet"], capsys)
     assert_one_line_error(code, err, "2050")
     code, _, err = run_cli(["demo", "--out", tmp_path / "demo", "--years", "40", *SMALL_DEMO], capsys)
