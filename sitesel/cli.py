@@ -168,9 +168,8 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
     100+ km away (like Malapert) shade it. `sitesel site --dem OUT/dem.tif
     --far-field OUT/far_field.tif` probes one point of it.
     """
-    from .terrain.synthetic import synthetic_south_pole
-
     from .outputs import check_out_dir_is_ours
+    from .terrain.synthetic import synthetic_south_pole
 
     config = _default_demo_config(step_hours, years)
     _check_period(config)
@@ -202,6 +201,7 @@ def demo(out_dir, size, resolution_m, seed, step_hours, years, resume, quiet):
 def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, quiet):
     """Run the full pipeline on a DEM described by CONFIG.toml."""
     from .config import load_config
+    from .outputs import check_out_dir_is_ours
     from .terrain.io import read_far_field, read_own_far_field, read_terrain, read_terrain_with_halo
     from .terrain.region import region_from_config
 
@@ -214,7 +214,6 @@ def run(config_path, out_dir, profile_name, workers, scheduler, years, resume, q
         config["time"].pop("end", None)
         config["time"]["years"] = years
     _check_period(config)
-    from .outputs import check_out_dir_is_ours
     from .pipeline import resolve_profile
 
     check_out_dir_is_ours(out_dir)
