@@ -301,31 +301,37 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
 
     LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
     """
+    from .outputs import check_writable, remove_empty_dirs
     from .site import site_report
 
+    made = None  # the outermost folder of --plot that this call creates
     if plot_path:
-        from .outputs import check_writable
-
         if plot_path.suffix.lower() != ".png":
             raise SiteselError(f"--plot {plot_path} must name a .png file (the horizon mask is drawn as a PNG)")
+        made = next((p for p in [*reversed(plot_path.parent.parents), plot_path.parent] if not p.exists()), None)
         check_writable(plot_path.parent, hint="choose another --plot path")
     period = {"start": start, "step_hours": step_hours}
     if end:
         period["end"] = end
-    summary, series = site_report(
-        lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
-        max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=quiet,
-    )
-    if plot_path:
-        from . import plots
-
-        plots.horizon_mask(
-            plot_path, summary["azimuth_deg"], summary["horizon_deg"],
-            sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
-            earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
-            times=series["times_utc"],
-            title=f"{plots.point_label(summary['lat'], summary['lon'])}, h = {height_m:g} m",
+    try:
+        summary, series = site_report(
+            lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
+            max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=quiet,
         )
+        if plot_path:
+            from . import plots
+
+            plots.horizon_mask(
+                plot_path, summary["azimuth_deg"], summary["horizon_deg"],
+                sun_az_deg=series["sun_azimuth_deg"], sun_el_deg=series["sun_elevation_deg"],
+                earth_az_deg=series["earth_azimuth_deg"], earth_el_deg=series["earth_elevation_deg"],
+                times=series["times_utc"],
+                title=f"{plots.point_label(summary['lat'], summary['lon'])}, h = {height_m:g} m",
+            )
+    except BaseException:
+        if made is not None:  # no empty folders left behind by a point that failed
+            remove_empty_dirs(made)
+        raise
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
         return

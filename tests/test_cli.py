@@ -664,3 +664,14 @@ def test_fetch_list_shows_the_catalogue_or_one_product(capsys):
     assert code == 0 and "LDEM_85S_10M" in out and "LDEM_80S_20M" not in out
     code, _, err = run_cli(["fetch", "--list", "nope"], capsys)
     assert_one_line_error(code, err, "unknown product 'nope'")
+
+
+def test_site_plot_folders_it_made_go_when_the_point_fails(small_dem, tmp_path, capsys):
+    code, _, err = run_cli(["site", "-80", "0", "--dem", small_dem, "--plot", tmp_path / "new" / "sub" / "m.png"],
+                           capsys)
+    assert_one_line_error(code, err, "is outside")
+    assert not (tmp_path / "new").exists()
+    code, _, err = run_cli(["site", "-89.8", "100", "--dem", small_dem, "--step-hours", "48", "--azimuths", "36",
+                            "--plot", tmp_path / "new" / "sub" / "m.png"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "new" / "sub" / "m.png").is_file()
