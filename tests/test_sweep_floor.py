@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sitesel.constants import MOON_RADIUS_M
-from sitesel.horizon._common import continuation_tan
-from sitesel.horizon.sweep import _exit_lines, _floor_tan
+from sitesel.horizon._common import continuation_tan, exit_lines
+from sitesel.horizon.sweep import _floor_tan
 
 
 def plain_exit_ground_m(x, y, bearing_rad, box):
@@ -47,8 +47,8 @@ def test_floor_matches_continuation_tan():
             ground_m = rng.uniform(-3000.0, 3000.0)
             h_obs = rng.choice([0.0, 2.0, 100.0])
             tan_dip = float(continuation_tan(ground_m, h_obs, 0.0))
-            exit_lines = _exit_lines(math.sin(bearing), math.cos(bearing), box)
-            got = _floor_tan(x, y, exit_lines, ground_m, h_obs, tan_dip)
+            lines = exit_lines(math.sin(bearing), math.cos(bearing), box)
+            got = _floor_tan(x, y, lines, ground_m, h_obs, tan_dip)
             want = float(continuation_tan(ground_m, h_obs, plain_exit_ground_m(x, y, bearing, box)))
             # float32: within a millionth of the value (1e-6 deg at a 1 deg floor)
             assert got <= tan_dip + 1e-6 * abs(tan_dip) + 1e-12

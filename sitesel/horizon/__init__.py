@@ -63,7 +63,7 @@ import numpy as np
 from ..errors import SiteselError
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
-from ._common import bearings_deg
+from ._common import bearings_deg, exit_box
 from .raymarch import raymarch_with_distance
 from .sweep import NEAR_RAY_PX, sweep_horizon
 
@@ -109,9 +109,7 @@ def search_reach_m(area_bounds_m, terrain: Terrain, far_field: Terrain | None = 
     from an edge of the area to the same edge of the box holding ``terrain`` and
     ``far_field``. Beyond that box terrain is taken to continue at the observer's own
     ground height (see the module docstring)."""
-    boxes = [terrain.grid.bounds_m] + ([far_field.grid.bounds_m] if far_field is not None else [])
-    left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    left, bottom, right, top = exit_box(terrain.grid, None if far_field is None else far_field.grid)
     a = area_bounds_m
     return max(0.0, min(a[0] - left, a[1] - bottom, right - a[2], top - a[3]))
 

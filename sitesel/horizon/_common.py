@@ -46,20 +46,26 @@ def exit_box(terrain_grid, far_grid=None) -> tuple[float, float, float, float]:
             max(b[3] for b in outer))
 
 
+def exit_lines(sin_b, cos_b, box) -> np.ndarray:
+    """Exit along bearing b from the box (left, bottom, right, top), as
+    (bx, inv_sx, big_x, by, inv_cy, big_y, sin_b, cos_b): from map point (x, y) the search
+    leaves the box at map distance min((bx - x) inv_sx + big_x, (by - y) inv_cy + big_y)
+    (``big``: inf for a direction with no component across those sides); see :func:`exit_point`."""
+    out = []
+    for d, low, high in ((sin_b, box[0], box[2]), (cos_b, box[1], box[3])):
+        if abs(d) > 1e-12:
+            out += [high if d > 0 else low, 1.0 / d, 0.0]
+        else:
+            out += [0.0, 0.0, np.inf]
+    return np.array(out + [sin_b, cos_b])
+
+
 @njit(cache=True, inline="always")
-def box_exit_m(x, y, dx, dy, box):
-    """Map distance from (x, y), inside ``box`` (left, bottom, right, top), to its edge along the
-    unit direction (dx, dy)."""
-    s = np.inf
-    if dx > 1e-12:
-        s = min(s, (box[2] - x) / dx)
-    elif dx < -1e-12:
-        s = min(s, (box[0] - x) / dx)
-    if dy > 1e-12:
-        s = min(s, (box[3] - y) / dy)
-    elif dy < -1e-12:
-        s = min(s, (box[1] - y) / dy)
-    return max(s, 0.0)
+def exit_point(x, y, lines):
+    """Map point where the search from (x, y), inside the box, leaves it along the bearing of
+    ``lines`` (:func:`exit_lines`). No branch, so loops over it vectorise."""
+    s = max(min((lines[0] - x) * lines[1] + lines[2], (lines[3] - y) * lines[4] + lines[5]), 0.0)
+    return x + s * lines[6], y + s * lines[7]
 
 
 @njit(cache=True, inline="always")

@@ -8,20 +8,22 @@ import numpy as np
 from numba import njit, prange
 
 from ..terrain.model import Terrain
-from ._common import _R, bearings_deg, bilinear, box_exit_m, exit_box, far_arrays, inv_k, unit_chord, window_slices
+from ._common import (_R, bearings_deg, bilinear, exit_box, exit_lines, exit_point, far_arrays, inv_k, unit_chord,
+                      window_slices)
 
 
 @njit(cache=True, parallel=True)
 def _raymarch_kernel(
-    z, x0, y0, res, zf, fx0, fy0, fres, has_far, obs_r0, obs_c0, nwr, nwc, h_obs, sin_b, cos_b, max_dist, box, out,
+    z, x0, y0, res, zf, fx0, fy0, fres, has_far, obs_r0, obs_c0, nwr, nwc, h_obs, sin_b, cos_b, max_dist, lines, out,
     dist_out
 ):
     """Ray-march every observer of a window at every bearing.
 
     ``z`` is the fine grid (corner x0, y0, pixel res); ``zf`` the far-field grid used
     only outside the fine grid. Steps are half a fine pixel throughout. Beyond the
-    grids' outer edges ``box`` (or ``max_dist``, where the search stops) the terrain
-    continues at the observer's ground height (``continuation_tan``).
+    grids' outer edges (``lines[k]``: :func:`~._common.exit_lines` of bearing k), or
+    ``max_dist`` where the search stops, the terrain continues at the observer's ground
+    height (``continuation_tan``).
     ``out[r, c, k]`` receives the elevation (radians), ``dist_out`` the ground distance
     of the maximum (metres, 0 when the terrain beyond the grids wins).
     """
@@ -92,8 +94,8 @@ def _raymarch_kernel(
                         best_d = psi
                 # terrain continues at the observer's ground height beyond where the search stopped or
                 # left the grids, at the central angle of that point
-                s_floor = s_map if at_max else box_exit_m(xo, yo, dx, dy, box)
-                chord = unit_chord(xo, yo, xo + s_floor * dx, yo + s_floor * dy)
+                x_end, y_end = (xo + s_map * dx, yo + s_map * dy) if at_max else exit_point(xo, yo, lines[k])
+                chord = unit_chord(xo, yo, x_end, y_end)
                 theta = max(max(2.0 * math.asin(min(0.5 * chord, 1.0)), theta_dip), 1e-12)
                 e = math.atan2((_R + hg) * math.cos(theta) - ro, (_R + hg) * math.sin(theta))
                 if e > best:
@@ -125,7 +127,8 @@ def raymarch_with_distance(
     zf, fx0, fy0, fres, has_far = far_arrays(far_field)
     g = terrain.grid
     nwr, nwc = r1 - r0, c1 - c0
-    box = np.array(exit_box(g, None if far_field is None else far_field.grid))
+    box = exit_box(g, None if far_field is None else far_field.grid)
+    lines = np.array([exit_lines(sb, cb, box) for sb, cb in zip(np.sin(b), np.cos(b))])
     out = np.empty((nwr, nwc, len(b)), np.float64)
     dist = np.empty_like(out)
     # Row blocks keep progress reporting responsive without changing results.
@@ -135,7 +138,7 @@ def raymarch_with_distance(
         _raymarch_kernel(
             z, g.x0_m, g.y0_m, g.resolution_m, zf, fx0, fy0, fres, has_far,
             r0 + start, c0, stop - start, nwc, float(observer_height_m),
-            np.sin(b), np.cos(b), float(max_distance_m), box, out[start:stop], dist[start:stop],
+            np.sin(b), np.cos(b), float(max_distance_m), lines, out[start:stop], dist[start:stop],
         )
         if progress is not None:
             progress(stop, nwr)

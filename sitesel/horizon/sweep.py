@@ -25,7 +25,8 @@ from numba import njit, prange
 from .._fastmath import atan2
 from ..terrain.grid import Grid
 from ..terrain.model import Terrain
-from ._common import _R, bearings_deg, bilinear, continuation_tan, exit_box, inv_k, unit_chord, window_slices
+from ._common import (_R, bearings_deg, bilinear, continuation_tan, exit_box, exit_lines, exit_point, inv_k,
+                      unit_chord, window_slices)
 
 #: Radius (pixels) around each observer searched by the exact ray (half-pixel
 #: steps, bilinear) instead of the sweep lines, whose lateral interpolation is
@@ -135,29 +136,15 @@ def _hull_tangent(hx, hy, n, xo, yo, guess):
     return hi - 1
 
 
-def _exit_lines(sin_b, cos_b, box):
-    """Exit along bearing b from the box (left, bottom, right, top), as
-    (bx, inv_sx, big_x, by, inv_cy, big_y, sin_b, cos_b): from map point (x, y) the search
-    leaves the box at map distance min((bx - x) inv_sx + big_x, (by - y) inv_cy + big_y)
-    (``big``: inf for a direction with no component across those sides)."""
-    out = []
-    for d, low, high in ((sin_b, box[0], box[2]), (cos_b, box[1], box[3])):
-        if abs(d) > 1e-12:
-            out += [high if d > 0 else low, 1.0 / d, 0.0]
-        else:
-            out += [0.0, 0.0, np.inf]
-    return np.array(out + [sin_b, cos_b])
-
-
 # numpy's error model: a division by zero gives inf rather than raising, so loops over
 # this vectorise (and the one quotient that can be 0 / 0, at exit 0, is not selected)
 @njit(cache=True, inline="always", error_model="numpy")
-def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
+def _floor_tan(x_m, y_m, lines, ground_m, observer_height_m, tan_dip):
     """``continuation_tan`` of one observer at map point (x_m, y_m) looking along a bearing,
     in float32.
 
-    The search leaves the grids at the map distance given by ``exit_lines`` (see
-    ``_exit_lines``), at the central angle theta from the observer whose chord on the unit
+    The search leaves the grids where ``lines`` (:func:`~._common.exit_lines`) says, at the
+    central angle theta from the observer whose chord on the unit
     sphere ``unit_chord`` gives exactly. ``tan_dip`` is the floor at exit distance 0 (the
     tangent point), which is also the floor for every exit nearer than the tangent point.
     Beyond it the floor is (r cos theta - r - h) / (r sin theta) for ground radius r and
@@ -166,10 +153,8 @@ def _floor_tan(x_m, y_m, exit_lines, ground_m, observer_height_m, tan_dip):
     the value (float64 would need R + h to the millimetre). No branch and no libm call, so
     loops over it vectorise.
     """
-    tx = (exit_lines[0] - x_m) * exit_lines[1] + exit_lines[2]
-    ty = (exit_lines[3] - y_m) * exit_lines[4] + exit_lines[5]
-    s = max(min(tx, ty), 0.0)
-    chord = np.float32(unit_chord(x_m, y_m, x_m + s * exit_lines[6], y_m + s * exit_lines[7]))
+    x_exit, y_exit = exit_point(x_m, y_m, lines)
+    chord = np.float32(unit_chord(x_m, y_m, x_exit, y_exit))
     half_c2 = np.float32(0.5) * chord * chord  # 1 - cos theta
     sin_t = chord * np.sqrt(np.float32(1.0) - np.float32(0.5) * half_c2)
     one_cos = np.float32(2.0) - half_c2  # 1 + cos theta
@@ -839,17 +824,17 @@ def _observers(grid, r0, c0, ground_m, observer_height_m, grad_row, grad_col):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def _floors(ground, tan_dip, r0, c0, transposed, x0, y0, res, exit_lines, observer_height_m, out):
+def _floors(ground, tan_dip, r0, c0, transposed, x0, y0, res, bearing_lines, observer_height_m, out):
     """Each observer's floor looking along a bearing: ``continuation_tan`` at the distance
-    where the search leaves the grids (see ``_floor_tan``). Observer (i, j) of the layout
+    where the search leaves the grids (``bearing_lines``: see ``_floor_tan``). Observer (i, j) of the layout
     is pixel (r0 + i, c0 + j) of the grid (x0, y0, res), or (r0 + j, c0 + i) if ``transposed``."""
     ni, nj = ground.shape
     # map position of observer (i, j): (xi + i dxi + j dxj, yi + i dyi + j dyj)
     xi, yi = x0 + (c0 + 0.5) * res, y0 - (r0 + 0.5) * res
     dxi, dxj, dyi, dyj = (res, 0.0, 0.0, -res) if transposed else (0.0, res, -res, 0.0)
     # scalars, so that the stores to out cannot alias them and the inner loop vectorises
-    lines = (exit_lines[0], exit_lines[1], exit_lines[2], exit_lines[3], exit_lines[4], exit_lines[5], exit_lines[6],
-             exit_lines[7])
+    lines = (bearing_lines[0], bearing_lines[1], bearing_lines[2], bearing_lines[3], bearing_lines[4],
+             bearing_lines[5], bearing_lines[6], bearing_lines[7])
     for i in prange(ni):
         g = ground[i]
         td = tan_dip[i]
@@ -869,7 +854,7 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
     floor = observers.floors[tr]
     g = observers.grid
     _floors(ground_o, td, observers.r0, observers.c0, tr, g.x0_m, g.y0_m, g.resolution_m,
-            _exit_lines(math.sin(bearing_rad), math.cos(bearing_rad), box), observer_height_m, floor)
+            exit_lines(math.sin(bearing_rad), math.cos(bearing_rad), box), observer_height_m, floor)
     nwq, nwp = h_o.shape
     corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
                for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
