@@ -6,6 +6,7 @@ internal error prints one line too (set SITESEL_DEBUG=1 for the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -74,12 +75,13 @@ def _default_demo_config(step_hours: float, years: float | None) -> dict:
 def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far_field=None, client=None,
                    profile=None, window=None, written_inputs=None):
     from . import pipeline
-    from .outputs import check_writable, remove_empty_dirs
+    from .outputs import check_writable, removed_if_failed
 
     clock = time.perf_counter()
-    created = not out_dir.exists()
-    check_writable(out_dir)
-    try:
+    # a run stopped before it wrote anything leaves no directory behind that it made (finished
+    # tiles stay for --resume)
+    with removed_if_failed(out_dir):
+        check_writable(out_dir)
         result = pipeline.compute(
             terrain, config, tile_dir=out_dir / ".tiles", resume=resume, far_field=far_field, client=client,
             quiet=quiet, profile=profile, window=window,
@@ -87,12 +89,6 @@ def _run_and_write(terrain, config, out_dir: Path, *, inputs, resume, quiet, far
         pipeline.write_outputs(result, out_dir, config, inputs=inputs, quiet=quiet,
                                total_time_s=time.perf_counter() - clock, written_inputs=written_inputs,
                                run_warnings=_WARNED)
-    except BaseException:
-        # a run stopped before it wrote anything leaves no directory behind that it made (finished
-        # tiles stay for --resume)
-        if created:
-            remove_empty_dirs(out_dir)
-        raise
     if not quiet:
         _print_sites(result, out_dir, time.perf_counter() - clock)
     return result
@@ -301,19 +297,18 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
 
     LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
     """
-    from .outputs import check_writable, remove_empty_dirs
+    from .outputs import check_writable, removed_if_failed
     from .site import site_report
 
-    made = None  # the outermost folder of --plot that this call creates
-    if plot_path:
-        if plot_path.suffix.lower() != ".png":
-            raise SiteselError(f"--plot {plot_path} must name a .png file (the horizon mask is drawn as a PNG)")
-        made = next((p for p in [*reversed(plot_path.parent.parents), plot_path.parent] if not p.exists()), None)
-        check_writable(plot_path.parent, hint="choose another --plot path")
+    if plot_path and plot_path.suffix.lower() != ".png":
+        raise SiteselError(f"--plot {plot_path} must name a .png file (the horizon mask is drawn as a PNG)")
     period = {"start": start, "step_hours": step_hours}
     if end:
         period["end"] = end
-    try:
+    # no empty folders of --plot left behind by a point that fails
+    with removed_if_failed(plot_path.parent) if plot_path else contextlib.nullcontext():
+        if plot_path:
+            check_writable(plot_path.parent, hint="choose another --plot path")
         summary, series = site_report(
             lat, lon, dem_path, observer_height_m=height_m, period=period, n_azimuths=azimuths,
             max_distance_m=max_distance_km * 1e3, far_field_path=far_field_path, quiet=quiet,
@@ -328,10 +323,6 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
                 times=series["times_utc"],
                 title=f"{plots.point_label(summary['lat'], summary['lon'])}, h = {height_m:g} m",
             )
-    except BaseException:
-        if made is not None:  # no empty folders left behind by a point that failed
-            remove_empty_dirs(made)
-        raise
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True))
         return

@@ -246,16 +246,11 @@ def fetch_product(name: str, dest: Path | None = None, base_url: str | None = No
     dest = Path(dest) if dest is not None else Path.cwd() / "dems"
     if dest.exists() and not dest.is_dir():
         raise SiteselError(f"the destination {dest} is a file, not a folder; give a folder with --dest")
-    created = not dest.exists()
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        return _fetch_into(p, dest, base_url, progress)
-    except BaseException:
-        if created:  # a folder this call made, left empty by a failure (a partial download stays, to resume)
-            from .outputs import remove_empty_dirs
+    from .outputs import removed_if_failed
 
-            remove_empty_dirs(dest)
-        raise
+    with removed_if_failed(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        return _fetch_into(p, dest, base_url, progress)
 
 
 def _fetch_into(p: dict, dest: Path, base_url: str | None, progress: bool) -> Path:

@@ -162,6 +162,21 @@ def staged_outputs(out_dir):
 _STAGING_PREFIX = ".sitesel-staging."
 
 
+@contextmanager
+def removed_if_failed(folder):
+    """A block that may create ``folder`` (and its missing parents): if the block fails, the
+    folders it made are removed again where they hold no file (a finished tile or a partial
+    download stays, to resume)."""
+    folder = Path(folder)
+    made = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if made is not None:
+            remove_empty_dirs(made)
+        raise
+
+
 def remove_empty_dirs(root) -> None:
     """Remove ``root`` and the directories below it that hold no file, deepest first; a
     directory that holds a file (a finished tile, say) stays, with its parents."""
