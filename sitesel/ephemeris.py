@@ -111,6 +111,11 @@ def check_in_ephemeris(t0: np.datetime64, start) -> None:
                            "start in that range")
 
 
+def _n_steps(t0: np.datetime64, t1: np.datetime64, step_s: int) -> int:
+    """Steps of ``step_s`` seconds from ``t0`` to before ``t1``, as ``np.arange`` makes them."""
+    return -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
+
+
 def _step_seconds(step_hours: float) -> int:
     return int(round(float(step_hours) * 3600.0))
 
@@ -147,7 +152,7 @@ def validate_time_range(start, end, step_hours) -> tuple[np.datetime64, np.datet
         # one step longer than the span would report gaps longer than the span itself
         raise SiteselError(f"the step ({step_hours!r} h) is longer than the span from {start!r} to {end!r} "
                            f"({span_s / 3600:g} h); give a shorter step_hours or a later end")
-    n_steps = -(-span_s // step_s)
+    n_steps = _n_steps(t0, t1, step_s)
     if n_steps > MAX_TIME_STEPS:
         raise SiteselError(f"the span from {start!r} to {end!r} every {step_hours!r} h has {n_steps:,} time steps, "
                            f"more than the {MAX_TIME_STEPS:,} supported; use a longer step_hours")
@@ -258,8 +263,7 @@ def body_track(start: str, end: str, step_hours: float = 1.0, use_cache: bool = 
             return track
     from .progress import Progress
 
-    n_steps = -(-int((t1 - t0) / np.timedelta64(1, "s")) // step_s)
-    with Progress(n_steps, "ephemeris", unit="step", quiet=quiet) as bar:
+    with Progress(_n_steps(t0, t1, step_s), "ephemeris", unit="step", quiet=quiet) as bar:
         track = _compute_track(t0, t1, step_s, progress=bar.advance)
     if use_cache:
         try:
