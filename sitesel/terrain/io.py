@@ -303,9 +303,10 @@ def check_plausible_heights(height_m: np.ndarray, grid: Grid, path) -> None:
         low, high = float(np.nanmin(height_m)), float(np.nanmax(height_m))
     if not np.isfinite(low):
         return
-    if max(abs(low), abs(high)) > MAX_PLAUSIBLE_HEIGHT_M:
+    reach_m = max(abs(low), abs(high))
+    if reach_m > MAX_PLAUSIBLE_HEIGHT_M:
         raise SiteselError(
-            f"{path}: heights reach {max(abs(low), abs(high)):,.0f} m, beyond any on the Moon (-9 to +11 km about "
+            f"{path}: heights reach {reach_m:,.0f} m, beyond any on the Moon (-9 to +11 km about "
             "the 1737.4 km sphere); if the file stores radii, subtract 1737400 m: sitesel reads heights above the "
             "sphere")
     extent_m = max(height_m.shape) * grid.resolution_m
