@@ -333,6 +333,8 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
             "score_centre": float(score[r, c]),
         }
         for name, layer in layers.items():
+            if name in site:  # a "score" layer is the centre's score_centre, not the landing area's score
+                continue
             layer = np.asarray(layer)
             site[name] = int(layer[r, c]) if np.issubdtype(layer.dtype, np.integer) else float(layer[r, c])
         site.update(

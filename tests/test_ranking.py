@@ -216,6 +216,18 @@ def ranked(grid, layers, landing, constraints=None, weights=None, region=None, r
     return profile, feasible, score, sites
 
 
+def test_a_score_layer_does_not_replace_the_landing_area_score():
+    # the pipeline passes its score and feasible maps among the layers reported at each site
+    grid = Grid.centred((70, 70), 100.0, *latlon_to_xy(-88.0, 60.0))
+    layers = smooth_layers(grid.shape, seed=11)
+    landing = {"radius_m": 250.0, "percentile": 5.0, "min_separation_m": 1500.0, "top_n": 8}
+    profile, feasible, score, sites = ranked(grid, layers, landing)
+    with_maps = rank_sites(score, feasible, {**layers, "score": score, "feasible": feasible}, grid, profile)
+    assert [s["score"] for s in with_maps] == [s["score"] for s in sites]
+    assert any(s["score"] < s["score_centre"] for s in with_maps)
+    assert all(s["feasible"] == 1 for s in with_maps)
+
+
 def test_sites_meet_constraints_separation_and_order():
     grid = Grid.centred((70, 70), 100.0, *latlon_to_xy(-88.0, 60.0))
     layers = smooth_layers(grid.shape, seed=11)
