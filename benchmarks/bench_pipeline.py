@@ -37,12 +37,14 @@ RESULTS = Path(__file__).parent / "results"
 def visibility_cost_ratio(terrain, years: float, n_azimuths: int, tile_px: int = 128) -> dict:
     """Seconds per pixel of the visibility kernels for `years` vs one year, on one tile: the
     binned fractions, the exact layers of every pixel, and the layers as `run` computes them
-    on a large map (exact where the default profile's limits can be met in a landing area,
-    see pipeline.tile_selector)."""
+    in the tiles of a large map (binned fractions and lower bounds on the gaps, exact at
+    permanent shadow: pipeline.tile_selector; the landing areas the ranking then scans are
+    timed as the run's "refinement" stage)."""
     rows, cols = slice(0, tile_px), slice(0, tile_px)
     horizon_deg = horizon_map(terrain, n_azimuths, 2.0, rows=rows, cols=cols)
     profile = pipeline.resolve_profile("default")
-    exact_where = pipeline.tile_selector(profile, *slope_roughness(terrain, baseline_m=20.0), terrain.grid)((rows, cols))
+    by_rank = pipeline.refines_by_rank(terrain.grid, profile)
+    exact_where = pipeline.tile_selector(profile, *slope_roughness(terrain, baseline_m=20.0), by_rank)((rows, cols))
     out = {}
     # The first pass compiles the kernels; the second is timed.
     for span in (1.0, years, 1.0, years):
@@ -121,10 +123,17 @@ def main(argv=None):
     if reference is not None:
         # the issue's measure: the run's visibility stage over the span against over the reference span,
         # the same map, process and hour
-        stage = "visibility (in tiles)"
+        # the same map, process and hour; a refined run's visibility includes the landing areas its ranking
+        # scans afterwards (horizons recomputed there)
+        def visibility_s(timings):
+            return timings["visibility (in tiles)"] + timings.get("refinement", 0.0)
+
         record["reference_years"] = args.reference_years
         record["reference_stages_s"] = {k: round(v, 2) for k, v in reference.timings_s.items()}
-        record["visibility_stage_ratio"] = round(result.timings_s[stage] / reference.timings_s[stage], 3)
+        record["visibility_stage_s"] = round(visibility_s(result.timings_s), 2)
+        record["reference_visibility_stage_s"] = round(visibility_s(reference.timings_s), 2)
+        record["visibility_stage_ratio"] = round(visibility_s(result.timings_s) / visibility_s(reference.timings_s),
+                                                 3)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "pipeline.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     print(f"{args.size}^2 at {args.resolution_m:g} m, {args.years:g} y at 1 h ({len(result.track)} steps), "
@@ -136,8 +145,8 @@ def main(argv=None):
     print(f"  pixels scanned over every step: {100 * scanned:.1f}%")
     if reference is not None:
         print(f"  visibility stage over {args.years:g} y / over {args.reference_years:g} y, same map and process: "
-              f"{record['visibility_stage_ratio']:.2f} (target under 2; {args.reference_years:g} y took "
-              f"{record['reference_stages_s']['visibility (in tiles)']:.1f} s)")
+              f"{record['visibility_stage_ratio']:.2f} (target under 2; {record['visibility_stage_s']:.1f} s "
+              f"against {record['reference_visibility_stage_s']:.1f} s, tiles and refinement)")
     print(f"  visibility cost {args.years:g} y / 1 y per pixel on a {128}^2 tile: fractions "
           f"{ratio['fractions_ratio']:.2f}, exact layers {ratio['exact_layers_ratio']:.2f}, "
           f"layers as run computes them on large maps {ratio['run_layers_ratio']:.2f} "

@@ -23,7 +23,8 @@ from .errors import SiteselError, SiteselWarning
 from .figure_pool import FigurePool
 from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warning
 from .progress import Progress
-from .ranking import footprint_reach_px, landing_footprints, landing_support, rank_sites, region_to_mask
+from .ranking import rank_sites, region_to_mask
+from .refine import landing_window, rank_refining, refines_by_rank
 from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
                       score_layers)
 from .surface import footprint_size_px, slope_roughness
@@ -116,51 +117,18 @@ def resolve_profile(spec) -> Profile:
     return load_profile(spec)
 
 
-#: A refined run narrows the pixels it scans to those that can lie in a feasible landing area
-#: only when the landing area reaches at most this far (pixels) from its centre: the cost of
-#: :func:`~sitesel.ranking.landing_support` grows with the footprint's rows.
-SUPPORT_MAX_REACH_PX = 256
+def tile_selector(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarray, by_rank: bool):
+    """The pixels a refined run scans over every step in its tiles, as a function of a tile
+    (rows, cols of the analysed grid) that gives its :class:`~sitesel.visibility.ExactWhere`.
 
-
-def tile_selector(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarray, grid):
-    """The pixels a refined run scans over every step, per tile: a function of a tile (rows,
-    cols of the analysed ``grid``) that gives its :class:`~sitesel.visibility.ExactWhere`.
-
-    A pixel is scanned if it is within the profile's surface limits, can meet its limits
-    on the fractions, and can lie in a landing area all of whose pixels can
-    (:func:`landing_support_of_tile`; not narrowed for landing areas reaching beyond
-    ``SUPPORT_MAX_REACH_PX``). The ranking reads no other pixel's gap lengths.
+    With ``by_rank``, none: the ranking scans the landing areas it needs afterwards
+    (:mod:`sitesel.refine`). Otherwise (landing areas of over 256 rows) every pixel within
+    the profile's surface limits that can meet its limits on the fractions.
     """
     limits = {f.name: profile.constraints[f.name] for f in fields(ExactWhere) if f.name in profile.constraints}
-    selection = ExactWhere(constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile), **limits)
-    footprints = landing_footprints(grid, profile)[1]
-    support = None
-    if footprint_reach_px(footprints) <= SUPPORT_MAX_REACH_PX:
-        support = partial(landing_support_of_tile, selection.eligible, footprints, region_to_mask(grid, profile.region))
-    return partial(_tile_exact_where, selection, support)
-
-
-def _tile_exact_where(selection: ExactWhere, support, tile) -> ExactWhere:
-    """``selection`` cut to ``tile``, with ``support`` narrowing its candidates there."""
-    return replace(selection, eligible=selection.eligible[tile], support=None if support is None else partial(support, tile))
-
-
-def landing_support_of_tile(eligible: np.ndarray, footprints, centres: np.ndarray, tile, candidates):
-    """The ``candidates`` (bool, the tile's shape) of ``tile`` (rows, cols of the analysed grid)
-    that can lie in a feasible landing area (:func:`~sitesel.ranking.landing_support`).
-
-    The tile's pixels are possible where they are ``candidates``; the pixels around it,
-    within twice the landing area's reach (all that can share a landing area with the
-    tile's), are not computed yet and count as possible wherever they are ``eligible``.
-    """
-    reach = footprint_reach_px(footprints)
-    rows, cols = tile
-    r0, c0 = max(0, rows.start - 2 * reach), max(0, cols.start - 2 * reach)
-    r1, c1 = min(eligible.shape[0], rows.stop + 2 * reach), min(eligible.shape[1], cols.stop + 2 * reach)
-    inner = slice(rows.start - r0, rows.stop - r0), slice(cols.start - c0, cols.stop - c0)
-    possible = eligible[r0:r1, c0:c1].copy()
-    possible[inner] = candidates
-    return landing_support(possible, footprints, centres[r0:r1, c0:c1])[inner]
+    eligible = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile) & (not by_rank)
+    selection = ExactWhere(eligible, **limits)
+    return lambda tile: replace(selection, eligible=selection.eligible[tile])
 
 
 def compute(
@@ -235,12 +203,14 @@ def compute(
     )
     timings["surface"] = time.perf_counter() - clock
 
-    # Long runs on large maps scan every time step only at pixels that can meet the profile's
-    # limits and lie in a landing area that can be feasible, and possible permanent shadow for
-    # the Sun until first lit: the sites and PSR are those of a full scan.
+    # Long runs on large maps scan every time step only where the ranking needs it (see
+    # sitesel.refine; for landing areas of over 256 rows, at every pixel that can meet the
+    # profile's limits) and possible permanent shadow for the Sun until first lit: the sites and
+    # PSR are those of a full scan.
     refine = (not config["run"]["exact_everywhere"]
               and analysed.shape[0] * analysed.shape[1] * len(track) > EXACT_BUDGET_PIXEL_STEPS)
-    select = tile_selector(profile, slope_deg, roughness_m, analysed.grid) if refine else None
+    by_rank = refine and refines_by_rank(analysed.grid, profile)
+    select = tile_selector(profile, slope_deg, roughness_m, by_rank) if refine else None
 
     # seconds spent in each kernel by the tiles computed in this process (not resumed, not on a cluster)
     stage_s = {"horizon": 0.0, "visibility": 0.0}
@@ -266,12 +236,10 @@ def compute(
         return result
 
     tiles = tile_slices(analysed.shape, int(config["run"]["tile_px"]))
-    # a refined run's tiles depend on the profile's limits, landing area and region (which pixels are scanned)
+    # a run refined by rank scans no pixel in its tiles; one refined otherwise, those its profile's limits allow
     refined_by = None
     if refine:
-        refined_by = {"constraints": profile.constraints, "region": profile.region,
-                      "landing_m": [profile.ellipse_semi_major_m, profile.ellipse_semi_minor_m,
-                                    profile.ellipse_azimuth_deg]}
+        refined_by = "by rank" if by_rank else {"constraints": profile.constraints}
     # the profile shapes the tiles only through refined_by: trying profiles on one map reuses its tiles
     key = run_key({k: v for k, v in config.items() if k != "profile"}, terrain.provenance, __version__,
                   None if far_field is None else far_field.provenance, [r0, c0, *analysed.shape], refined_by)
@@ -312,19 +280,44 @@ def compute(
 
     layers = {"slope_deg": slope_deg, "roughness_m": roughness_m, **height_layers[heights_m[0]]}
     clock = time.perf_counter()
+
+    def scan_window(height_m, rows, cols):
+        """Every step of the analysed pixels ``rows`` x ``cols`` at ``height_m``, into its layers."""
+        in_rows, in_cols = in_terrain((rows, cols))
+        horizon_deg = horizon_map(terrain, n_azimuths, height_m, max_distance_m, rows=in_rows, cols=in_cols,
+                                  far_field=far_field)
+        exact = visibility_layers(terrain, horizon_deg, track, height_m, rows=in_rows, cols=in_cols,
+                                  long_night_h=LONG_NIGHT_H)
+        for name in TILE_LAYERS:
+            height_layers[height_m][name][rows, cols] = exact[name]
+
+    scanned_areas = []
+    if by_rank:
+        with Progress(None, "scanning the landing areas the ranking needs", unit="area", quiet=quiet) as bar:
+            def scanned():
+                scanned_areas.append(1)
+                bar.advance()
+
+            sites = rank_refining(layers, analysed.grid, profile, partial(scan_window, heights_m[0]),
+                                  progress=scanned)
+            # the other heights' figures at the sites, compared in the report, exact too
+            for height_m in heights_m[1:]:
+                for site in sites:
+                    scan_window(height_m, *landing_window((site["row"], site["col"]), 0, analysed.shape))
+        timings["refinement"] = time.perf_counter() - clock
+        clock = time.perf_counter()
     feasible, score, _ = score_layers(layers, profile)
     layers["feasible"] = feasible
     layers["score"] = score
-    sites = rank_sites(score, feasible, layers, analysed.grid, profile)
+    if not by_rank:
+        sites = rank_sites(score, feasible, layers, analysed.grid, profile)
     region = region_to_mask(analysed.grid, profile.region)
     constraint_summary = constraint_pass_fractions(layers, profile, region)
     gap_limits = [key for key in profile.constraints if key[4:] in GAP_LAYERS]
-    if refine and gap_limits:
-        # gap lengths are exact only where every step was scanned (lower bounds elsewhere): judge their limits there
-        scanned_only = constraint_pass_fractions(layers, profile, region & (layers["visibility_exact"] == 1))
+    if refine:
+        # lower bounds on the gap lengths where not every step was scanned: their limits pass at most so often
         for key in gap_limits:
-            del constraint_summary[key]
-            constraint_summary[f"{key} (of the fully scanned pixels)"] = scanned_only[key]
+            constraint_summary[f"{key} (at most: lower bounds where not scanned)"] = constraint_summary.pop(key)
     for site in sites:
         site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
         # how far its horizon search runs on supplied terrain before the continuation rule (see horizon)
@@ -359,17 +352,26 @@ def compute(
     if refine:
         scanned = layers["visibility_exact"]
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
-        where = (f" where visibility_exact = 1 (the pixels that can meet the profile's limits and lie in a landing "
-                 f"area that can be feasible: {100 * share:.1f}%); elsewhere ")
+        if by_rank:
+            why = (f"the landing areas of the ranked sites and of every site that could outrank them, "
+                   f"{len(scanned_areas)} areas: {100 * share:.2f}%")
+        else:
+            why = f"the pixels that can meet the profile's limits: {100 * share:.1f}%"
+        where = f" where visibility_exact = 1 ({why}); elsewhere "
         for name in ("sun_lit_fraction", "earth_visible_fraction"):
             methods[name] = f"{exact}{where}binned by longitude (within 0.5 percentage points)"
         for name in GAP_LAYERS:
             methods[name] = (f"{exact}{where}a lower bound from whole cells (runs of steps in which the body's "
                              "longitude stays in one bin) that the pixel's horizon over the bin decides, exact at "
                              "permanent shadow; [run] exact_everywhere = true scans every pixel")
-        methods["score"] = methods["feasible"] = (
-            "from the layers; exact in every landing area that can be feasible (visibility_exact = 1 throughout), "
-            "from the binned fractions and the gap layers' lower bounds elsewhere")
+        if by_rank:
+            methods["score"] = methods["feasible"] = (
+                "from the layers: exact where visibility_exact = 1 (every ranked site's landing area), from the "
+                "binned fractions and the gap layers' lower bounds elsewhere (so at most as strict as exact)")
+        else:
+            methods["score"] = methods["feasible"] = (
+                "from the layers; exact at every feasible pixel (all scanned), from the binned fractions and "
+                "the gap layers' lower bounds at the others, all infeasible")
     methods["visibility_exact"] = "1 where every time step was scanned"
     methods["sun_disc_fraction"] = (f"binned by Sun longitude over all {len(track)} steps (within 0.5 percentage "
                                     "points of the per-step value); per step at the ranked sites in sites.csv")
@@ -456,6 +458,8 @@ def write_outputs(result: RunResult, out_dir: Path, config: dict, *, inputs: lis
             shown = title
             if name in GAP_LAYERS and bounded:
                 shown = f"{title} (a lower bound where not scanned, see visibility_exact)"
+            if name == "score" and np.any((result.layers["visibility_exact"] == 0) & (result.layers["feasible"] == 1)):
+                shown = f"{title} (from lower bounds on the gaps where not scanned, see visibility_exact)"
             figure_jobs.append(partial(plots.heatmap, path, result.layers[name], grid, title=shown, label=title,
                                        units=LAYER_INFO[name][0], cmap=cmap, log=name in HEATMAP_LOG,
                                        sites=result.sites, hillshade=result.terrain.height_m))

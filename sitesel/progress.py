@@ -8,9 +8,10 @@ from tqdm import tqdm
 
 
 class Progress:
-    """A context-managed counter: ``with Progress(n, "horizon") as bar: bar.advance()``."""
+    """A context-managed counter: ``with Progress(n, "horizon") as bar: bar.advance()``
+    (``n`` None: a count without a total)."""
 
-    def __init__(self, total: int, description: str, *, unit: str = "it", quiet: bool = False):
+    def __init__(self, total: int | None, description: str, *, unit: str = "it", quiet: bool = False):
         self._bar = tqdm(
             total=total, desc=description, unit=unit, disable=quiet, file=sys.stderr, leave=False,
             dynamic_ncols=True,

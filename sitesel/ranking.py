@@ -158,67 +158,11 @@ def footprint_reach_px(footprints) -> int:
     return max(int(np.abs(np.concatenate(fp)).max()) for fp in footprints if fp is not None)
 
 
-def landing_support(possible: np.ndarray, footprints, centres: np.ndarray | None = None) -> np.ndarray:
-    """The pixels that can lie in a landing area every pixel of which is ``possible``.
-
-    Parameters
-    ----------
-    possible : bool array (rows, cols)
-        Pixels that may be feasible, over any window of the grid; pixels beyond its
-        edges count as impossible, as the ranking counts pixels beyond the grid.
-    footprints : list
-        Footprints from :func:`landing_footprints` (``None`` for an unused bin).
-    centres : bool array (rows, cols), optional
-        Allowed site centres (default: every pixel).
-
-    Returns
-    -------
-    bool array (rows, cols): the ``possible`` pixels inside the landing area of an
-    allowed centre whose whole landing area is ``possible``. The ranking can only
-    read a pixel's score through such a landing area, so the other pixels never
-    change the ranked sites. Exact for a disc; an ellipse's bearing bins are merged
-    (a centre is kept if the row runs common to every bin are possible, and then
-    marks the hull of every bin's runs), which can only add pixels. Cost: two passes
-    over the window per footprint row.
-    """
-    possible = np.asarray(possible, dtype=bool)
-    used = [fp for fp in footprints if fp is not None]
-    n_rows, n_cols = possible.shape
-    # runs common to every bin (for erosion) and their hull (for dilation), per row offset
-    offsets = np.unique(np.concatenate([fp[0] for fp in used]))
-    inner, outer = {}, {}
-    for d in offsets.tolist():
-        runs = [(lo[dr == d], hi[dr == d]) for dr, lo, hi in used]
-        if all(lo.size for lo, _ in runs):
-            lo_in = max(int(lo[0]) for lo, _ in runs)
-            hi_in = min(int(hi[0]) for _, hi in runs)
-            if lo_in <= hi_in:
-                inner[d] = (lo_in, hi_in)
-        outer[d] = (min(int(lo[0]) for lo, _ in runs if lo.size), max(int(hi[0]) for _, hi in runs if hi.size))
-    # per row, the number of impossible pixels before each column: a run is possible when the
-    # counts at its two ends agree
-    impossible_before = np.zeros((n_rows, n_cols + 1), dtype=np.int32)
-    np.cumsum(~possible, axis=1, out=impossible_before[:, 1:])
-    kept = np.ones((n_rows, n_cols), dtype=bool) if centres is None else np.array(centres, dtype=bool)
-    for d, (lo, hi) in inner.items():
-        r0, r1, c0, c1 = max(0, -d), min(n_rows, n_rows - d), max(0, -lo), min(n_cols, n_cols - hi)
-        whole = np.zeros((n_rows, n_cols), dtype=bool)
-        if r0 < r1 and c0 < c1:
-            whole[r0:r1, c0:c1] = (impossible_before[r0 + d:r1 + d, c0 + hi + 1:c1 + hi + 1]
-                                   == impossible_before[r0 + d:r1 + d, c0 + lo:c1 + lo])
-        kept &= whole
-    # mark each kept centre's runs: +1 at a run's first column and -1 past its last, summed along
-    # rows; the margins hold the ends of runs that leave the window
-    pad_r = max(abs(d) for d in outer)
-    pad_c = max(max(-lo, hi, 0) for lo, hi in outer.values())
-    marks = np.zeros((n_rows + 2 * pad_r, n_cols + 2 * pad_c + 1), dtype=np.int32)
-    centre = kept.astype(np.int32)
-    for d, (lo, hi) in outer.items():
-        rows = slice(pad_r + d, pad_r + d + n_rows)
-        marks[rows, pad_c + lo:pad_c + lo + n_cols] += centre
-        marks[rows, pad_c + hi + 1:pad_c + hi + 1 + n_cols] -= centre
-    covered = np.cumsum(marks[pad_r:pad_r + n_rows, :-1], axis=1)[:, pad_c:pad_c + n_cols] > 0
-    return covered & possible
+def lattice_stride(footprints) -> int:
+    """Every how many rows :func:`rank_sites` first evaluates centres for these footprints
+    (:func:`landing_footprints`): 1 (every centre, the exhaustive search) up to 256 rows."""
+    height = max(fp[0].size for fp in footprints if fp is not None)
+    return math.ceil(height / _ROWS_PER_CENTRE)
 
 
 def aggregate_landing_score(score, feasible, grid: Grid, profile: Profile, centre_mask=None, progress=None):
@@ -304,8 +248,7 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
     if region_mask is not None:
         allowed &= np.asarray(region_mask, dtype=bool)
     footprints = landing_footprints(grid, profile)
-    height = max(fp[0].size for fp in footprints[1] if fp is not None)
-    stride = math.ceil(height / _ROWS_PER_CENTRE)
+    stride = lattice_stride(footprints[1])
     lattice = allowed.copy()
     lattice[np.arange(grid.shape[0]) % stride != 0] = False
     picks = _picks(_aggregate(score, feasible, footprints, profile.percentile, lattice, progress), grid, profile)

@@ -481,10 +481,10 @@ def test_unscanned_pixels_get_whole_cell_runs_as_lower_bounds():
                 assert got["longest_blackout_h"][i, j] == night * 3.0
 
 
-def test_support_narrows_the_scanned_candidates():
-    """ExactWhere.support sees the candidates (eligible pixels whose binned fractions can meet
-    the limits) and the pixels it keeps are scanned exactly; the others get binned fractions
-    and lower bounds."""
+def test_exact_where_scans_the_candidates_or_none():
+    """ExactWhere scans the candidates (eligible pixels whose binned fractions can meet the
+    limits) exactly; the others get binned fractions and lower bounds; with no pixel
+    eligible (a run refined by rank), none is scanned."""
     from sitesel.visibility import ExactWhere
 
     long_track = body_track("2026-01-01", "2028-01-01", 6.0, use_cache=False)
@@ -493,27 +493,25 @@ def test_support_narrows_the_scanned_candidates():
     exact = visibility_layers(terrain, horizon, long_track, 2.0)
     eligible = np.ones(terrain.shape, bool)
     eligible[:, :2] = False
-    seen = []
-
-    def every_other(candidates):
-        seen.append(candidates.copy())
-        return candidates & (np.indices(candidates.shape).sum(axis=0) % 2 == 0)
-
-    got = visibility_layers(terrain, horizon, long_track, 2.0, exact_where=ExactWhere(
-        eligible, min_sun_lit_fraction=0.3, support=every_other))
+    got = visibility_layers(terrain, horizon, long_track, 2.0,
+                            exact_where=ExactWhere(eligible, min_sun_lit_fraction=0.3))
     candidates = eligible & (exact["sun_lit_fraction"] >= 0.3 - 0.01)
     # the binned fractions are within 0.5 percentage points, so the candidates are those a
     # margin of 1 point gives, but for pixels within 0.5 points of the edge
     near_edge = np.abs(exact["sun_lit_fraction"] - 0.29) < 0.005
-    assert len(seen) == 1 and np.array_equal(seen[0][~near_edge], candidates[~near_edge])
     scanned = got["visibility_exact"] == 1
-    np.testing.assert_array_equal(scanned, every_other(seen[0]))
-    assert scanned.any() and (~scanned & candidates).any()
-    for name, layer in exact.items():
-        if name != "visibility_exact":
-            np.testing.assert_array_equal(got[name][scanned], layer[scanned], err_msg=name)
-    for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
-        assert (got[name][~scanned] <= exact[name][~scanned]).all(), name
+    np.testing.assert_array_equal(scanned[~near_edge], candidates[~near_edge])
+    assert scanned.any() and not scanned.all()
+    none = visibility_layers(terrain, horizon, long_track, 2.0,
+                             exact_where=ExactWhere(np.zeros(terrain.shape, bool), min_sun_lit_fraction=0.3))
+    assert (none["visibility_exact"] == 0).all()
+    for result, where in ((got, scanned), (none, np.zeros(terrain.shape, bool))):
+        for name, layer in exact.items():
+            if name != "visibility_exact":
+                np.testing.assert_array_equal(result[name][where], layer[where], err_msg=name)
+        for name in ("longest_night_h", "longest_blackout_h", "longest_sunlit_h", "n_long_nights"):
+            assert (result[name][~where] <= exact[name][~where]).all(), name
+        np.testing.assert_array_equal(result["sun_disc_fraction"], exact["sun_disc_fraction"])
 
 
 def test_float32_key_ranges_are_rounded_outwards():

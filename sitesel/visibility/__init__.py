@@ -45,13 +45,13 @@ with a partly hidden disc (a grazing Sun near the pole is often partly hidden),
 so :func:`visibility_layers` takes it from the binned tables below instead.
 
 With an :class:`ExactWhere`, :func:`visibility_layers` scans only the pixels
-that can meet a profile's limits (a run: only those that can also lie in a
-feasible landing area) and possible permanent shadow, and gives
-the others the binned fractions below and lower bounds on the gap lengths:
+that can meet a profile's limits (or none) and possible permanent shadow, and
+gives the others the binned fractions below and lower bounds on the gap lengths:
 the longest runs of whole first-level cells their thresholds decide, one pass
 over the cells vectorised across 128 pixels (about 1.5 us per pixel and body
 over 18.6 years, against about 50 us for the exact scan). A run does this on
-long spans over large maps, where scanning every pixel would dominate its cost.
+long spans over large maps, where scanning every pixel would dominate its cost,
+and then scans the landing areas its ranking needs (:mod:`sitesel.refine`).
 
 :func:`visibility_fractions` answers the fractions only, at a cost that does
 not depend on the number of steps: the same thresholds are looked up in

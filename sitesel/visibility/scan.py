@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,7 +267,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
     With ``scan``, every pixel is scanned over every step of ``sun`` and ``earth``.
     Otherwise its counts are the binned ones and its gap lengths the lower bounds of
     :func:`_block_bounds`, except that a pixel whose binned sun-lit fraction is below
-    ``_BINNED_MARGIN`` (twice its error bound) is scanned for the Sun until it is first
+    ``BINNED_MARGIN`` (twice its error bound) is scanned for the Sun until it is first
     lit: one never lit gets its exact Sun layers (permanent shadow), one lit at least one
     step. A pixel whose
     bounds show it never sees a body (every cell decided hidden) gets a visible count
@@ -323,7 +322,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
                                     e_binned[3], True, False)[0]
             out[p, 0] = n_lit
             sun_bound[b] = True
-            if n_lit < _BINNED_MARGIN * n_steps:
+            if n_lit < BINNED_MARGIN * n_steps:
                 # possible permanent shadow: exact whether it is ever lit
                 lit, dark, lit_run, n_long = _body_counts(sun_table, sun, long_night_steps, not scan)
                 if lit == 0:
@@ -372,7 +371,7 @@ _SCAN_CALL_PX = 8192
 
 #: Margin (fraction) on the binned fractions when choosing the pixels to scan: twice
 #: their error bound, so every pixel whose exact fraction meets a limit is scanned.
-_BINNED_MARGIN = 0.01
+BINNED_MARGIN = 0.01
 
 _TRACK_TABLES: dict = {}
 
@@ -397,26 +396,23 @@ class ExactWhere:
     ``eligible`` (bool, the window's shape) marks the pixels that meet every
     constraint not about visibility (slope, roughness); those whose binned
     fractions also reach the ``min_*`` limits, less twice the binned error
-    bound, are the candidates: every pixel that can meet all the limits is one.
-    ``support``, if given, narrows the candidates (a bool array of the window's
-    shape) to those that matter, e.g. the pixels that can lie in a feasible
-    landing area (:func:`sitesel.ranking.landing_support`); the candidates it
-    keeps are scanned. Pixels whose binned sun-lit fraction is below the margin
-    (possible permanent shadow, which must be exact) are scanned for the Sun
-    until first lit.
+    bound, are scanned: every pixel that can meet all the limits is one (none
+    when no pixel is eligible: a run whose ranking then scans the landing areas
+    it needs, see :mod:`sitesel.refine`). Pixels whose binned sun-lit fraction
+    is below the margin (possible permanent shadow, which must be exact) are
+    scanned for the Sun until first lit.
     """
 
     eligible: np.ndarray
     min_sun_lit_fraction: float = 0.0
     min_sun_disc_fraction: float = 0.0
     min_earth_visible_fraction: float = 0.0
-    support: Callable[[np.ndarray], np.ndarray] | None = None
 
     def candidates(self, counts: np.ndarray, n_steps: int) -> np.ndarray:
         """The eligible pixels whose binned counts (``_visibility_kernel``'s columns: sun lit,
         disc, Earth) can meet the limits, flat."""
         limits = np.array([self.min_sun_lit_fraction, self.min_sun_disc_fraction,
-                           self.min_earth_visible_fraction]) - _BINNED_MARGIN
+                           self.min_earth_visible_fraction]) - BINNED_MARGIN
         with np.errstate(invalid="ignore"):  # NaN at invalid pixels compares False
             return (np.asarray(self.eligible, dtype=bool).ravel() & (counts[:, 0] >= limits[0] * n_steps)
                     & (counts[:, 1] >= limits[1] * n_steps) & (counts[:, 5] >= limits[2] * n_steps))
@@ -493,8 +489,6 @@ def visibility_layers(terrain: Terrain, horizon_deg: np.ndarray, track: Track, o
     kernel(np.arange(n_pix), exact_where is None, PROGRESS_CHUNK_PX)
     if exact_where is not None:
         scanned = exact_where.candidates(out, len(track))
-        if exact_where.support is not None:
-            scanned &= np.asarray(exact_where.support(scanned.reshape(px.shape)), dtype=bool).ravel()
         kernel(np.flatnonzero(scanned), True, _SCAN_CALL_PX)
 
     n_steps = max(len(track), 1)
