@@ -353,8 +353,8 @@ def compute(
         scanned = layers["visibility_exact"]
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
         if by_rank:
-            why = (f"the landing areas of the ranked sites and of every site that could outrank them, "
-                   f"{len(scanned_areas)} areas: {100 * share:.2f}%")
+            why = (f"the landing areas the ranking scanned, the ranked sites' and those of the sites that outranked "
+                   f"them on the bounds alone: {len(scanned_areas)} areas, {100 * share:.2f}% of the pixels")
         else:
             why = f"the pixels that can meet the profile's limits: {100 * share:.1f}%"
         where = f" where visibility_exact = 1 ({why}); elsewhere "
