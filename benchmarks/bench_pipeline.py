@@ -122,7 +122,6 @@ def main(argv=None):
     }
     if reference is not None:
         # the measure: the run's visibility stage over the span against over the reference span,
-        # the same map, process and hour
         # the same map, process and hour; a refined run's visibility includes the landing areas its ranking
         # scans afterwards (horizons recomputed there)
         def visibility_s(timings):

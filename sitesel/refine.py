@@ -6,7 +6,9 @@ with no pixel to scan, exact at permanent shadow). :func:`rank_refining` then
 ranks the sites on *optimistic* layers: where a pixel was not scanned, its
 binned sunlit and Earth-visible fractions are raised by ``BINNED_MARGIN``
 (twice their error bound) and its gap lengths are the lower bounds. Every
-profile term and limit prefers more light and shorter gaps, so no pixel's
+profile term and limit prefers more light and shorter gaps, so (as long as the
+binned fractions keep their 0.5-point bound, which needs a long span: the
+pipeline refines only over more than ``pipeline.REFINE_MIN_STEPS`` steps) no pixel's
 optimistic score is below its exact score, nor is an exactly feasible pixel
 optimistically infeasible; a landing area's score, a percentile of its pixels'
 scores, is then optimistic too. Each ranked site whose landing area holds a

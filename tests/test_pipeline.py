@@ -65,11 +65,17 @@ def test_multi_year_layers_are_exact_per_step(terrain, exact_run):
             assert exact_run.layers[name][row, col] == pytest.approx(reference[name], abs=0.005), name
 
 
+def refine_always(patch):
+    """Make every run refine (as a long run over a large map does): budgets of 0 pixel-steps and 0 steps."""
+    patch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    patch.setattr(pipeline, "REFINE_MIN_STEPS", 0)
+
+
 @pytest.fixture(scope="module")
 def refined_run(terrain, tmp_path_factory):
     # a budget of 0 pixel-steps: every run scans every step only where it matters
     patch = pytest.MonkeyPatch()
-    patch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    refine_always(patch)
     try:
         return pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path_factory.mktemp("t"), quiet=True)
     finally:
@@ -139,7 +145,7 @@ def test_refined_run_labels_its_bounded_heatmaps(refined_run, tmp_path):
     pipeline.write_outputs(refined_run, tmp_path, small_config(years=2), inputs=[], quiet=True)
     report = (tmp_path / "report.md").read_text()
     assert "Longest night (a lower bound where not scanned, see visibility_exact)" in report
-    assert "Profile score (from lower bounds on the gaps where not scanned, see visibility_exact)" in report
+    assert "Profile score (binned fractions, gaps' lower bounds where not scanned: see visibility_exact)" in report
     assert "Sunlit fraction (" not in report
 
 
@@ -150,8 +156,43 @@ def test_a_finished_run_keeps_only_its_own_tile_set(terrain, tmp_path):
         assert len(sets) == 1 and len(list(sets[0].glob("tile_*.npz"))) == 4
 
 
-def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
+def test_refined_run_with_a_window_and_a_far_field_ranks_as_the_exact_run(tmp_path, monkeypatch):
+    from sitesel.scoring import profile_from_dict
+
+    # the analysed window is offset in the terrain (a halo around it), a far field shades it, and the
+    # landing disc spans several pixels: the landing areas scanned must be the right pixels, shaded alike
+    terrain = synthetic_south_pole(size=48, resolution_m=400.0, seed=5)
+    far_field = synthetic_south_pole(size=40, resolution_m=2000.0, seed=5)
+    window = (slice(6, 42), slice(9, 45))
+    profile = profile_from_dict({"name": "wide", "constraints": {"max_slope_deg": 12.0},
+                                 "weights": {"sun_lit_fraction": 2.0, "longest_night_h": 2.0, "slope_deg": 1.0,
+                                             "earth_visible_fraction": 1.0, "longest_blackout_h": 1.0},
+                                 "landing": {"radius_m": 900.0, "min_separation_m": 2500.0, "top_n": 6}})
+    config = small_config(years=2)
+    config["observer"]["height_m"] = [2.0]
+    kwargs = dict(quiet=True, profile=profile, far_field=far_field, window=window)
+    exact = pipeline.compute(terrain, config, tile_dir=tmp_path / "exact", **kwargs)
+    refine_always(monkeypatch)
+    refined = pipeline.compute(terrain, config, tile_dir=tmp_path / "refined", **kwargs)
+    scanned = refined.layers["visibility_exact"] == 1
+    assert 0 < scanned.sum() < scanned.size / 2
+    for name in pipeline.TILE_LAYERS:
+        np.testing.assert_array_equal(refined.layers[name][scanned], exact.layers[name][scanned], err_msg=name)
+    key = [(s["row"], s["col"], s["score"], s["longest_night_h"]) for s in exact.sites]
+    assert len(key) >= 3 and key == [(s["row"], s["col"], s["score"], s["longest_night_h"]) for s in refined.sites]
+
+
+def test_a_short_span_on_a_large_map_is_scanned_everywhere(terrain, tmp_path, monkeypatch):
+    # over the budget of pixel-steps, but with fewer steps than the binned fractions' bound needs
     monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    result = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path, quiet=True)
+    assert len(result.track) <= pipeline.REFINE_MIN_STEPS
+    valid = np.isfinite(result.layers["sun_lit_fraction"])
+    assert np.all(result.layers["visibility_exact"][valid] == 1) and "refinement" not in result.timings_s
+
+
+def test_exact_everywhere_overrides_the_budget(terrain, tmp_path, monkeypatch):
+    refine_always(monkeypatch)
     config = small_config(years=2)
     config["run"]["exact_everywhere"] = True
     result = pipeline.compute(terrain, config, tile_dir=tmp_path, quiet=True)
@@ -186,7 +227,7 @@ def test_progress_counts_every_azimuth_and_visibility_chunk(terrain, tmp_path, m
     monkeypatch.setattr(pipeline, "Progress", Recorder)
     monkeypatch.setattr(pipeline.scan, "PROGRESS_CHUNK_PX", 100)  # several chunks per 24 px tile
     if refined:
-        monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+        refine_always(monkeypatch)
     pipeline.compute(terrain, small_config(years=1), tile_dir=tmp_path, quiet=True)
     bar = next(r for r in seen if r.total is not None and r.total > 100)
     # tiles of 24 and 16 px: 2 heights x (72 azimuths + chunks of 100 px, twice in a refined run: binned, then scanned)
@@ -203,7 +244,7 @@ def test_refined_run_gives_gap_limits_pass_fractions_as_upper_bounds(terrain, ex
                                                                 "max_longest_night_h": limit_h},
                                  "weights": {"sun_lit_fraction": 1.0}, "landing": {"radius_m": 500.0}})
     exact = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path / "e", quiet=True, profile=profile)
-    monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    refine_always(monkeypatch)
     result = pipeline.compute(terrain, small_config(years=2), tile_dir=tmp_path / "r", quiet=True, profile=profile)
     summary = result.constraint_summary
     want = exact.constraint_summary["max_longest_night_h"]
@@ -226,7 +267,7 @@ def test_a_run_with_landing_areas_searched_on_a_lattice_scans_where_the_limits_c
     config = small_config(years=2)
     config["observer"]["height_m"] = [0.0]
     exact = pipeline.compute(terrain, config, tile_dir=tmp_path / "exact", quiet=True, profile=profile)
-    monkeypatch.setattr(pipeline, "EXACT_BUDGET_PIXEL_STEPS", 0)
+    refine_always(monkeypatch)
     refined = pipeline.compute(terrain, config, tile_dir=tmp_path / "refined", quiet=True, profile=profile)
     scanned = refined.layers["visibility_exact"] == 1
     feasible = exact.layers["feasible"] == 1

@@ -163,23 +163,6 @@ def test_ellipse_aggregation_matches_a_brute_percentile_at_every_centre():
     np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], atol=1e-5)
 
 
-def brute_support(possible, bin_index, footprints, centres):
-    """Pixels in the landing area of an allowed centre whose whole landing area is possible
-    (pixels beyond the array are not), one centre and one pixel at a time."""
-    n_rows, n_cols = possible.shape
-    out = np.zeros_like(possible)
-    for r in range(n_rows):
-        for c in range(n_cols):
-            if not centres[r, c]:
-                continue
-            dr, c_lo, c_hi = footprints[bin_index[r, c]]
-            area = [(r + d, c + j) for d, lo, hi in zip(dr, c_lo, c_hi) for j in range(lo, hi + 1)]
-            if all(0 <= i < n_rows and 0 <= j < n_cols and possible[i, j] for i, j in area):
-                for i, j in area:
-                    out[i, j] = True
-    return out
-
-
 def ranked(grid, layers, landing, constraints=None, weights=None, region=None, region_mask=None):
     data = {
         "constraints": constraints if constraints is not None else {"max_slope_deg": 10.0, "min_sun_lit_fraction": 0.3},

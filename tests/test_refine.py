@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sitesel.ranking import rank_sites
+from sitesel.ranking import footprint_reach_px, landing_footprints, rank_sites
 from sitesel.refine import landing_window, optimistic_layers, rank_refining
 from sitesel.scoring import profile_from_dict, score_layers
 from sitesel.terrain.grid import Grid, latlon_to_xy
@@ -54,8 +54,10 @@ def test_refined_ranking_is_the_exact_ranking(seed):
     key = ["row", "col", "score", "score_centre", "sun_lit_fraction", "longest_night_h", "feasible"]
     assert [[s[k] for k in key] for s in got] == [[s[k] for k in key] for s in want]
     # every site's landing area was scanned, and far from every pixel
+    reach = footprint_reach_px(landing_footprints(grid, profile)[1])
+    assert reach >= 2
     for site in got:
-        assert (layers["visibility_exact"][landing_window((site["row"], site["col"]), 2, grid.shape)] == 1).all()
+        assert (layers["visibility_exact"][landing_window((site["row"], site["col"]), reach, grid.shape)] == 1).all()
     assert len(windows) >= len(want)
     assert (layers["visibility_exact"] == 1).mean() < 0.5
 
@@ -68,9 +70,12 @@ def test_optimistic_layers_never_score_below_the_exact_layers():
     for name in exact:
         bounded[name][:10] = exact[name][:10]
     optimistic = optimistic_layers(bounded)
-    np.testing.assert_array_equal(optimistic["sun_lit_fraction"][:10], exact["sun_lit_fraction"][:10])
-    assert (optimistic["sun_lit_fraction"][10:] >= exact["sun_lit_fraction"][10:]).all()
-    assert optimistic["sun_lit_fraction"].max() <= 1.0
+    for name in ("sun_lit_fraction", "earth_visible_fraction"):
+        np.testing.assert_array_equal(optimistic[name][:10], exact[name][:10])
+        assert (optimistic[name][10:] >= exact[name][10:]).all(), name
+        np.testing.assert_allclose(optimistic[name][10:], np.minimum(bounded[name][10:] + BINNED_MARGIN, 1.0),
+                                   rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(optimistic["longest_night_h"], bounded["longest_night_h"])
     feasible_exact, score_exact, _ = score_layers(exact, profile)
     feasible_opt, score_opt, _ = score_layers(optimistic, profile)
     assert feasible_exact.sum() > 100
