@@ -165,7 +165,7 @@ def visibility_fractions(terrain: Terrain, horizon_deg: np.ndarray, track, obser
     Over shorter spans at fine steps a bin holds the steps of one pass of the body,
     whose count is not averaged: two weeks at 0.5 h missed the sunlit fraction by up to
     1.6 points at steep skylines (the disc fraction, a smooth function of the margin,
-    stayed within 0.04); use :func:`visibility_layers` there.
+    stayed within 0.04 points); use :func:`visibility_layers` there.
     """
     binned = track if isinstance(track, BinnedTrack) else None
     px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
