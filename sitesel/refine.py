@@ -86,9 +86,9 @@ def rank_refining(layers: dict[str, np.ndarray], grid: Grid, profile: Profile,
     if not refines_by_rank(grid, profile):
         raise ValueError("rank_refining needs landing areas of at most 256 rows (the exhaustive search)")
     reach = footprint_reach_px(landing_footprints(grid, profile)[1])
+    optimistic = {name: np.array(layer) for name, layer in optimistic_layers(layers).items()}
+    feasible, score, _ = score_layers(optimistic, profile)
     while True:
-        optimistic = optimistic_layers(layers)
-        feasible, score, _ = score_layers(optimistic, profile)
         sites = rank_sites(score, feasible, {**optimistic, "feasible": feasible, "score": score}, grid, profile,
                            region_mask)
         windows = [landing_window((s["row"], s["col"]), reach, grid.shape) for s in sites]
@@ -99,5 +99,10 @@ def rank_refining(layers: dict[str, np.ndarray], grid: Grid, profile: Profile,
             refine(rows, cols)
             if (layers["visibility_exact"][rows, cols] == 0).any():
                 raise RuntimeError("refine left pixels of its window unscanned")
+            # the scores are per pixel: only the window's change
+            window = optimistic_layers({name: layer[rows, cols] for name, layer in layers.items()})
+            for name, layer in window.items():
+                optimistic[name][rows, cols] = layer
+            feasible[rows, cols], score[rows, cols], _ = score_layers(window, profile)
             if progress is not None:
                 progress()
