@@ -361,8 +361,8 @@ def compute(
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
         if by_rank:
             why = (f"at the first height, the landing areas the ranking scanned, the ranked sites' and those of the "
-                   f"sites that outranked them on the bounds alone: {len(scanned_areas)} areas, {100 * share:.2f}% of the "
-                   "pixels; at the other heights, the ranked sites' centres")
+                   f"sites that outranked them on the bounds alone: {len(scanned_areas)} areas, "
+                   f"{100 * share:.2f}% of the pixels; at the other heights, the ranked sites' centres")
         else:
             why = f"the pixels that can meet the profile's limits: {100 * share:.1f}%"
         where = f" where visibility_exact = 1 ({why}); elsewhere "
