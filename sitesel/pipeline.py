@@ -132,7 +132,10 @@ def tile_selector(profile: Profile, slope_deg: np.ndarray, roughness_m: np.ndarr
     the profile's surface limits that can meet its limits on the fractions.
     """
     limits = {f.name: profile.constraints[f.name] for f in fields(ExactWhere) if f.name in profile.constraints}
-    eligible = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile) & (not by_rank)
+    if by_rank:
+        eligible = np.zeros(np.shape(slope_deg), dtype=bool)
+    else:
+        eligible = constraints_met({"slope_deg": slope_deg, "roughness_m": roughness_m}, profile)
     selection = ExactWhere(eligible, **limits)
     return lambda tile: replace(selection, eligible=selection.eligible[tile])
 
