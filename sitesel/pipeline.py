@@ -300,15 +300,10 @@ def compute(
         for name in TILE_LAYERS:
             height_layers[height_m][name][rows, cols] = exact[name]
 
-    scanned_areas = []
     if by_rank:
         with Progress(None, "scanning the landing areas the ranking needs", unit="area", quiet=quiet) as bar:
-            def scanned():
-                scanned_areas.append(1)
-                bar.advance()
-
-            sites = rank_refining(layers, analysed.grid, profile, partial(scan_window, heights_m[0]),
-                                  progress=scanned)
+            sites, n_scanned_areas = rank_refining(layers, analysed.grid, profile,
+                                                   partial(scan_window, heights_m[0]), progress=bar.advance)
             # the other heights' figures at the sites, compared in the report, exact too
             for height_m in heights_m[1:]:
                 for site in sites:
@@ -364,7 +359,7 @@ def compute(
         share = float(np.nanmean(scanned)) if np.isfinite(scanned).any() else 0.0
         if by_rank:
             why = (f"at the first height, the landing areas the ranking scanned, the ranked sites' and those of the "
-                   f"sites that outranked them on the bounds alone: {len(scanned_areas)} areas, "
+                   f"sites that outranked them on the bounds alone: {n_scanned_areas} areas, "
                    f"{100 * share:.2f}% of the pixels; at the other heights, the ranked sites' centres")
         else:
             why = f"the pixels that can meet the profile's limits: {100 * share:.1f}%"

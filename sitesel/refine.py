@@ -65,7 +65,8 @@ def landing_window(centre: tuple[int, int], reach_px: int, shape: tuple[int, int
 
 
 def rank_refining(layers: dict[str, np.ndarray], grid: Grid, profile: Profile,
-                  refine: Callable[[slice, slice], None], region_mask=None, progress=None) -> list[dict]:
+                  refine: Callable[[slice, slice], None], region_mask=None,
+                  progress=None) -> tuple[list[dict], int]:
     """The ranked sites of the exact layers (see the module docstring).
 
     Parameters
@@ -80,23 +81,28 @@ def rank_refining(layers: dict[str, np.ndarray], grid: Grid, profile: Profile,
 
     Returns
     -------
-    list of dict: :func:`~sitesel.ranking.rank_sites`'s sites (with the ``feasible`` and
-    ``score`` maps among the layers reported), every landing area exact.
+    sites : list of dict
+        :func:`~sitesel.ranking.rank_sites`'s sites (with the ``feasible`` and ``score``
+        maps among the layers reported), every landing area exact.
+    n_refined : int
+        How many windows were handed to ``refine``.
     """
     if not refines_by_rank(grid, profile):
         raise ValueError("rank_refining needs landing areas of at most 256 rows (the exhaustive search)")
     reach = footprint_reach_px(landing_footprints(grid, profile)[1])
     optimistic = {name: np.array(layer) for name, layer in optimistic_layers(layers).items()}
     feasible, score, _ = score_layers(optimistic, profile)
+    n_refined = 0
     while True:
         sites = rank_sites(score, feasible, {**optimistic, "feasible": feasible, "score": score}, grid, profile,
                            region_mask)
         windows = [landing_window((s["row"], s["col"]), reach, grid.shape) for s in sites]
         pending = [w for w in windows if (layers["visibility_exact"][w] == 0).any()]
         if not pending:
-            return sites
+            return sites, n_refined
         for rows, cols in pending:
             refine(rows, cols)
+            n_refined += 1
             if (layers["visibility_exact"][rows, cols] == 0).any():
                 raise RuntimeError("refine left pixels of its window unscanned")
             # the scores are per pixel: only the window's change
