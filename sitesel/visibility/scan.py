@@ -369,8 +369,9 @@ PROGRESS_CHUNK_PX = 4096
 #: blocks of uneven cost leave a thread idle (600-pixel calls were 20% slower).
 _SCAN_CALL_PX = 8192
 
-#: Margin (fraction) on the binned fractions when choosing the pixels to scan: twice
-#: their error bound, so every pixel whose exact fraction meets a limit is scanned.
+#: Margin (fraction) on the binned fractions: twice their error bound. Pixels within it of a
+#: limit are scanned, so every pixel whose exact fraction meets the limit is; the ranking of a
+#: run refined by rank raises the binned fractions by it (:func:`sitesel.refine.optimistic_layers`).
 BINNED_MARGIN = 0.01
 
 _TRACK_TABLES: dict = {}
