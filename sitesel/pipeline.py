@@ -116,6 +116,22 @@ class RunResult:
     far_field: dict | None = None  # the far field's provenance (file, window, decimation), if one was used
 
 
+class Scratch:
+    """One float32 buffer, handed out as a C-contiguous array of any shape to calls made one
+    after another (each call's array is dead once the next asks): a run's tiles reuse the
+    memory of their horizons (see :func:`~sitesel.horizon.horizon_map`'s ``out``)."""
+
+    def __init__(self):
+        self._flat = np.empty(0, np.float32)
+
+    def array(self, shape) -> np.ndarray:
+        size = math.prod(shape)
+        if size > self._flat.size:
+            self._flat = None  # freed before the larger one is allocated
+            self._flat = np.empty(size, np.float32)
+        return self._flat[:size].reshape(shape)
+
+
 def resolve_profile(spec) -> Profile:
     """A profile from a preset name, a TOML path or an inline table."""
     if isinstance(spec, dict):
@@ -224,15 +240,18 @@ def compute(
     # seconds spent in each kernel by the tiles computed in this process (not resumed, not on a cluster)
     stage_s = {"horizon": 0.0, "visibility": 0.0}
 
-    def compute_tile(tile, on_step=None):
-        """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility chunk."""
+    def compute_tile(tile, on_step=None, scratch=None):
+        """Layers of one tile; ``on_step()`` is called per horizon azimuth and per visibility chunk.
+        ``scratch``: a :class:`Scratch` that holds the horizons (tiles computed one after another)."""
         rows, cols = in_terrain(tile)
+        shape = (rows.stop - rows.start, cols.stop - cols.start, n_azimuths)
         result = {}
         for i, height_m in enumerate(heights_m):
             clock = time.perf_counter()
             horizon_deg = horizon_map(
                 terrain, n_azimuths, height_m, max_distance_m, rows=rows, cols=cols, far_field=far_field,
                 progress=None if on_step is None else lambda done, total: on_step(),
+                out=None if scratch is None else scratch.array(shape),
             )
             stage_s["horizon"] += time.perf_counter() - clock
             clock = time.perf_counter()
@@ -268,9 +287,11 @@ def compute(
             finished.append(tile_steps(tile))
             bar.set(sum(finished))
 
-        work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance)
+        # a cluster's workers may run tiles side by side: each allocates its own horizons
+        work = compute_tile if client is not None else partial(compute_tile, on_step=bar.advance, scratch=Scratch())
         tile_counts = {"total": len(tiles), "resumed": sum(store.has(tile) for tile in tiles) if resume else 0}
         results = run_tiles(work, tiles, store, resume=resume, progress=tile_done, client=client)
+        del work  # and with it the tiles' horizon buffer, before the ranking's arrays
         remove_other_tile_sets(store)
     timings["horizon_visibility"] = time.perf_counter() - clock
     if client is None:

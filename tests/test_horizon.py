@@ -398,6 +398,22 @@ def test_progress_and_errors(rough):
         horizon_map(rough, 8, observer_height_m=-1.0)
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_writes_into_a_reused_buffer(rough, method):
+    z = rough.height_m.copy()
+    z[5, 8] = np.nan  # a nodata observer's horizon (NaN) is written too
+    terrain = Terrain(z, rough.grid)
+    rows, cols = slice(3, 9), slice(5, 12)
+    expected = horizon_map(terrain, 8, 2.0, rows=rows, cols=cols, method=method)
+    assert np.isnan(expected[2, 3]).all() and np.isfinite(expected[0, 0]).all()
+    buffer = np.full((6, 7, 8), 99.0, np.float32)  # stale values of an earlier tile
+    got = horizon_map(terrain, 8, 2.0, rows=rows, cols=cols, method=method, out=buffer)
+    assert got is buffer and np.array_equal(got, expected, equal_nan=True)
+    for wrong in (np.empty((6, 7, 9), np.float32), np.empty((6, 7, 8)), np.empty((6, 8, 8), np.float32)[:, :7]):
+        with pytest.raises(ValueError, match="out must be"):
+            horizon_map(terrain, 8, 2.0, rows=rows, cols=cols, method=method, out=wrong)
+
+
 def test_compact_storage_round_trip(rough):
     hz = horizon_map(rough, 8, 2.0, rows=slice(0, 8), cols=slice(0, 8))
     hz[0, 0] = np.nan

@@ -44,6 +44,27 @@ def test_every_height_gets_its_layers_and_a_mast_sees_more_sun(exact_run):
     assert comparison[1]["psr_area_km2"] <= comparison[0]["psr_area_km2"]
 
 
+def test_tiles_of_any_shape_give_the_layers_of_one_whole_tile(terrain, exact_run, tmp_path):
+    # exact_run's tiles (24 px: 24 x 24, 24 x 16, 16 x 24, 16 x 16, two heights each) reuse
+    # one horizon buffer
+    config = small_config(years=2)
+    config["run"]["tile_px"] = 64
+    whole = pipeline.compute(terrain, config, tile_dir=tmp_path, quiet=True)
+    for height_m, layers in exact_run.height_layers.items():
+        for name, layer in layers.items():
+            np.testing.assert_array_equal(layer, whole.height_layers[height_m][name], err_msg=name)
+
+
+def test_scratch_hands_out_one_buffer_at_any_shape_no_larger():
+    scratch = pipeline.Scratch()
+    first = scratch.array((4, 5, 3))
+    smaller = scratch.array((2, 3, 3))
+    assert smaller.shape == (2, 3, 3) and smaller.dtype == np.float32 and smaller.flags.c_contiguous
+    assert np.shares_memory(first, smaller)
+    larger = scratch.array((5, 5, 3))
+    assert larger.shape == (5, 5, 3) and not np.shares_memory(first, larger)
+
+
 def test_multi_year_layers_are_exact_per_step(terrain, exact_run):
     # Every map layer comes from every time step, however long the span: check a few
     # pixels against the one-point per-step computation on the run's whole track.
