@@ -198,8 +198,8 @@ def horizon_map(
     out : ndarray, optional
         C-contiguous float32 array of the result's shape to write into and return. A
         caller computing many windows in turn passes one buffer to every call: a fresh
-        array of this size (1.5 GB for 1024^2 pixels at K = 360) costs the operating
-        system's page faults on its first write, 2 s per tile on the reference machine.
+        array of this size (1.5 GB for 1024^2 pixels at K = 360) costs page faults on its
+        first write (up to 2 s on the reference VM, which returns freed memory to its host).
 
     Returns
     -------
