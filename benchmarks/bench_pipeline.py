@@ -4,7 +4,9 @@
     python benchmarks/bench_pipeline.py --size 512 --years 1 --azimuths 180 --reference-years 0
 
 Reports the wall time of each stage (from the run's own manifest timings), the
-total, the peak resident memory, the visibility stage's time over the span against
+total, the peak resident memory, the machine's speed just before and after the run
+(the bare sweep's milliseconds per azimuth on the same terrain, ``bare_sweep.py``: this
+VM's speed moves by a quarter or more from hour to hour), the visibility stage's time over the span against
 its time over one year (``--reference-years``: that run goes first, in the same
 process), and the ratio of the visibility stage's cost per pixel between the chosen
 span and one year (measured in the same run on a sample tile, with the track's
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bare_sweep import bare_sweep_rate
 from sitesel import pipeline
 from sitesel.config import validate_config
 from sitesel.ephemeris import body_track
@@ -99,11 +102,18 @@ def main(argv=None):
         result = pipeline.compute(terrain, config, tile_dir=tile_dir, quiet=False)
         return config, result, time.perf_counter() - clock
 
+    def gauge_ms():
+        """The machine's speed now: the bare sweep's mean milliseconds per azimuth on the terrain
+        (the least of three rounds over its ten bearings)."""
+        return round(1e3 * min(bare_sweep_rate(terrain.height_m, args.resolution_m)[1] for _ in range(3)), 1)
+
     reference = run(args.reference_years, out / "reference_tiles")[1] if args.reference_years > 0 else None
+    gauge_before = gauge_ms()
     config, result, compute_s = run(args.years, out / "tiles")
     clock = time.perf_counter()
     pipeline.write_outputs(result, out, config, inputs=[], quiet=True)
     outputs_s = time.perf_counter() - clock
+    gauge_after = gauge_ms()
     scanned = np.nanmean(result.layers["visibility_exact"])
     record = {
         "size_px": args.size,
@@ -119,6 +129,7 @@ def main(argv=None):
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "visibility_span_cost": {k: round(v, 3) for k, v in ratio.items()},
         "scanned_share": round(float(scanned), 4),
+        "bare_sweep_ms_per_azimuth": {"before": gauge_before, "after": gauge_after},
     }
     if reference is not None:
         # the issue's measure: the run's visibility stage over the span against over the reference span,
@@ -142,6 +153,8 @@ def main(argv=None):
     print(f"  {'outputs':>20}: {outputs_s:8.1f} s")
     print(f"  {'total':>20}: {record['total_s']:8.1f} s (target 120 s), peak RSS {record['peak_rss_mib']} MiB")
     print(f"  pixels scanned over every step: {100 * scanned:.1f}%")
+    print(f"  machine speed: the bare sweep took {gauge_before:g} ms per azimuth before the run and {gauge_after:g} "
+          "after (a slower machine, a larger figure)")
     if reference is not None:
         print(f"  visibility stage over {args.years:g} y / over {args.reference_years:g} y, same map and process: "
               f"{record['visibility_stage_ratio']:.2f} (target under 2; {record['visibility_stage_s']:.1f} s "
