@@ -383,18 +383,24 @@ def info(path, as_json):
 @click.option("--resolution-m", type=Finite(1.0, 5000.0), default=200.0, show_default=True,
               help="Pixel size, metres.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Terrain seed.")
-def synth(out_path, size, resolution_m, seed):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth(out_path, size, resolution_m, seed, quiet):
     """Write the built-in synthetic south-pole terrain as a GeoTIFF (heights in m above 1737.4 km)."""
     from .outputs import check_writable
     from .terrain.io import write_terrain
-    from .terrain.synthetic import synthetic_south_pole
+    from .progress import Progress
+    from .terrain.synthetic import WORLD_PARTS, synthetic_south_pole
 
     if out_path.suffix.lower() not in (".tif", ".tiff"):
         raise SiteselError(f"{out_path} must name a .tif file (the terrain is written as a GeoTIFF)")
     if out_path.is_dir():
         raise SiteselError(f"{out_path} is a folder; give a file name for the GeoTIFF, e.g. {out_path / 'terrain.tif'}")
     check_writable(out_path.parent if str(out_path.parent) else Path("."), hint="choose another OUT.tif path")
-    write_terrain(out_path, synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed))
+    with Progress(WORLD_PARTS + 1, "synthetic terrain", unit="part", quiet=quiet) as bar:
+        terrain = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=seed,
+                                       progress=lambda done, total: bar.set(done))
+        write_terrain(out_path, terrain)
+        bar.advance()
     click.echo(str(out_path))
 
 

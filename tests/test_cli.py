@@ -11,7 +11,7 @@ from rasterio.crs import CRS
 from rasterio.transform import Affine
 
 from sitesel.cli import main
-from sitesel.terrain.io import write_terrain
+from sitesel.terrain.io import read_terrain, write_terrain
 from sitesel.terrain.synthetic import synthetic_south_pole
 
 LAYERS = [
@@ -637,8 +637,12 @@ def test_synth_wants_a_tif_file_name(tmp_path, capsys):
     (tmp_path / "sub").mkdir()
     code, _, err = run_cli(["synth", tmp_path / "sub", "--size", "16"], capsys)
     assert_one_line_error(code, err, "must name a .tif file")
-    code, _, err = run_cli(["synth", tmp_path / "x.tif", "--size", "16"], capsys)
+    code, out, err = run_cli(["synth", tmp_path / "x.tif", "--size", "16"], capsys)
     assert code == 0, err
+    assert out.strip() == str(tmp_path / "x.tif") and "synthetic terrain" in err  # the progress bar
+    assert read_terrain(tmp_path / "x.tif").shape == (16, 16)
+    code, out, err = run_cli(["synth", tmp_path / "y.tif", "--size", "16", "--quiet"], capsys)
+    assert code == 0 and err == "" and out.strip() == str(tmp_path / "y.tif")
     (tmp_path / "dir.tif").mkdir()
     code, _, err = run_cli(["synth", tmp_path / "dir.tif", "--size", "16"], capsys)
     assert_one_line_error(code, err, "is a folder; give a file name")

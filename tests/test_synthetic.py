@@ -8,6 +8,7 @@ from sitesel.surface import slope_roughness
 from sitesel.terrain.grid import latlon_to_xy
 from sitesel.terrain.synthetic import (
     WORLD_HALF_WIDTH_M,
+    WORLD_PARTS,
     _noise_kernel,
     _noise_octaves,
     _random_craters,
@@ -64,6 +65,17 @@ def test_deterministic_and_seeded():
     # Centred on the pole.
     left, bottom, right, top = a.grid.bounds_m
     assert left == -right and bottom == -top
+
+
+@pytest.mark.parametrize("size, resolution_m", [(96, 1000.0), (16, 50.0)])
+def test_reports_each_part_of_the_world_once(size, resolution_m):
+    # (16 px at 50 m lie outside the reach of Faustini and Haworth: those parts are still reported)
+    calls = []
+    reported = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=1,
+                                    progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(done, WORLD_PARTS) for done in range(1, WORLD_PARTS + 1)]
+    plain = synthetic_south_pole(size=size, resolution_m=resolution_m, seed=1)
+    assert reported.height_m.tobytes() == plain.height_m.tobytes()
 
 
 def test_bigger_grid_is_more_of_the_same_world():

@@ -93,7 +93,7 @@ _INSIDE_CRATER_RELIEF = 0.15
 _ROTATIONS = ((3, 4, 5), (5, 12, 13), (8, 15, 17), (7, 24, 25), (20, 21, 29), (12, 35, 37), (9, 40, 41))
 
 
-def synthetic_south_pole(size: int = 600, resolution_m: float = 170.0, seed: int = 0) -> Terrain:
+def synthetic_south_pole(size: int = 600, resolution_m: float = 170.0, seed: int = 0, progress=None) -> Terrain:
     """The synthetic south pole on a ``size`` x ``size`` grid centred on the pole.
 
     Parameters
@@ -104,6 +104,9 @@ def synthetic_south_pole(size: int = 600, resolution_m: float = 170.0, seed: int
         Pixel size in map metres (LOLA polar stereographic grid).
     seed : int
         Seed of the random craters and roughness; the named features are fixed.
+    progress : callable(done, total), optional
+        Called as each part of the world is laid down (``WORLD_PARTS`` in all): a
+        4096 x 4096 grid at 10 m takes about 16 s.
 
     Returns
     -------
@@ -113,7 +116,7 @@ def synthetic_south_pole(size: int = 600, resolution_m: float = 170.0, seed: int
     if int(size) < 1 or not resolution_m > 0:
         raise ValueError("size must be >= 1 and resolution_m > 0")
     grid = Grid.centred((int(size), int(size)), float(resolution_m))
-    height = _world_height(grid, int(seed))
+    height = _world_height(grid, int(seed), progress or (lambda done, total: None))
     provenance = {
         "generator": "sitesel.synthetic_south_pole",
         "seed": int(seed),
@@ -123,7 +126,19 @@ def synthetic_south_pole(size: int = 600, resolution_m: float = 170.0, seed: int
     return Terrain(height.astype(np.float32), grid, provenance)
 
 
-def _world_height(grid: Grid, seed: int) -> np.ndarray:
+#: Parts of the world that ``synthetic_south_pole`` reports progress on: the regional and the
+#: detail noise, the ridge, the massifs, the random craters and each named crater.
+WORLD_PARTS = 5 + len(_NAMED_CRATERS)
+
+
+def _world_height(grid: Grid, seed: int, progress) -> np.ndarray:
+    done = 0
+
+    def laid_down():
+        nonlocal done
+        done += 1
+        progress(done, WORLD_PARTS)
+
     rng = np.random.default_rng(seed)
     # Draw in a fixed order so each part of the world depends only on the seed.
     octaves = _noise_octaves(rng)
@@ -136,16 +151,22 @@ def _world_height(grid: Grid, seed: int) -> np.ndarray:
     detail_octaves = [o for o in octaves if o["wavelength_m"] < _REGIONAL_WAVELENGTH_M]
 
     regional = _noise(x, y, regional_octaves, res)
+    laid_down()
     relief = _noise(x, y, detail_octaves, res)
+    laid_down()
     relief += _ridge(x, y)
+    laid_down()
     relief += _massifs(x, y)
+    laid_down()
     _stamp_random_craters(relief, x, y, res, craters)
+    laid_down()
 
     height = regional
     survive = np.ones_like(height)
     for crater in _named_craters():
         rows, cols = _bbox(x, y, crater["cx"], crater["cy"], 3.0 * crater["radius_m"])
         if rows.start >= rows.stop or cols.start >= cols.stop:
+            laid_down()
             continue
         xx, yy = np.meshgrid(x[cols], y[rows])
         r = np.sqrt((xx - crater["cx"]) ** 2 + (yy - crater["cy"]) ** 2)
@@ -153,6 +174,7 @@ def _world_height(grid: Grid, seed: int) -> np.ndarray:
         level = _noise(np.array([crater["cx"]]), np.array([crater["cy"]]), regional_octaves, res)[0, 0]
         height[rows, cols] += (1.0 - keep) * (level - height[rows, cols]) + _named_crater_profile(r, crater)
         survive[rows, cols] *= keep
+        laid_down()
     height += survive * relief
     return height
 
