@@ -68,8 +68,10 @@ def _cdf_tables(lam, key, radius, want_disc, lam_width, k0, dk, n_grid):
 
 
 def _binned_tables(steps: _BodySteps, name: str):
-    """``steps`` with its per-longitude-bin mean longitudes, their threshold-table bins and
-    cumulative key tables (see :func:`_cdf_tables`)."""
+    """``steps``, and the tables :func:`_binned_sum` reads: its per-longitude-bin mean
+    longitudes, their threshold-table bins, the key grid's start, the cumulative key tables
+    (see :func:`_cdf_tables`), and their last columns (each bin's step count and disc sum)
+    in float64."""
     pad = 2.0 * steps.max_radius_deg + 2 * _BINNED_KEY_DEG
     k0 = float(steps.key_deg.min()) - pad
     n_grid = int(np.ceil((float(steps.key_deg.max()) + pad - k0) / _BINNED_KEY_DEG)) + 1
@@ -77,7 +79,8 @@ def _binned_tables(steps: _BodySteps, name: str):
                                         _BINNED_LAM_DEG[name], k0, _BINNED_KEY_DEG, n_grid)
     # each bin's threshold-table bin, as a step's (no division per pixel)
     lam_bin = steps.bin_of(lam_mean)
-    return steps, lam_mean, lam_bin, k0, below, disc
+    last = tuple(np.ascontiguousarray(table[:, -1], dtype=np.float64) for table in (below, disc))
+    return steps, (lam_mean, lam_bin, k0, below, disc) + last
 
 
 class BinnedTrack:
@@ -96,26 +99,35 @@ class BinnedTrack:
 
 @njit(cache=True, inline="always")
 def _table_at(table, b, x):
-    """Row ``b`` of a cumulative table at fractional grid position ``x`` (clamped)."""
-    last = table.shape[1] - 1
-    if x <= 0.0:
-        return table[b, 0]
-    if x >= last:
-        return table[b, last]
+    """Row ``b`` of a cumulative table at fractional grid position ``x``, 0 < x < last."""
     g = int(x)
     return table[b, g] + (x - g) * (table[b, g + 1] - table[b, g])
 
 
 @njit(cache=True)
-def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below, disc, want_count, want_disc):
+def _binned_sum(lam_e, delta_e, slope_e, first, tables, dk, want_count, want_disc):
     """(steps visible, sum of the visible disc fraction) of one threshold table over the binned
-    track; each is 0 unless wanted."""
+    track (``tables``: see :func:`_binned_tables`); each is 0 unless wanted."""
+    lam_mean, lam_bin, k0, below, disc, below_last, disc_last = tables
     n_vis = 0.0
     disc_sum = 0.0
     inv_dk = 1.0 / dk
+    last = below.shape[1] - 1
     for b in range(lam_mean.size):
         tau = _margin(lam_e, delta_e, slope_e, first, lam_mean[b], lam_bin[b], 0.0)
         x = (tau - k0) * inv_dk
+        # Off the key grid the tables hold their first column, 0 (the grid starts below every
+        # key), or their last, read from small arrays of their own: most bins are off the grid
+        # (the body always or never visible there), and the far end of each table row cost a
+        # cache miss (5% of the fractions' time).
+        if x <= 0.0:
+            continue
+        if x >= last:
+            if want_count:
+                n_vis += below_last[b]
+            if want_disc:
+                disc_sum += disc_last[b]
+            continue
         if want_count:
             n_vis += _table_at(below, b, x)
         if want_disc:
@@ -125,7 +137,7 @@ def _binned_sum(lam_e, delta_e, slope_e, first, lam_mean, lam_bin, k0, dk, below
 
 @njit(cache=True, parallel=True)
 def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_mean, s_dist, e_dist, n_bins,
-                      e_window, s_lam, s_bin, s_k0, s_below, s_disc, e_lam, e_bin, e_k0, e_below, dk, out):
+                      e_window, s_tables, e_tables, dk, out):
     """out columns: sun steps lit, disc sum, earth steps visible (NaN where invalid)."""
     n_pix, n_az = horizon_deg.shape
     cos_b, sin_b = _bearing_cos_sin(n_az)
@@ -137,8 +149,8 @@ def _fractions_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, s_rad_m
             continue
         sun_table, earth_table = _pixel_thresholds(east[p], north[p], up[p], lon_deg[p], r_m[p], horizon_deg[p],
                                                    cos_b, sin_b, s_rad_mean, s_dist, e_dist, n_bins, e_window)
-        n_lit, disc = _binned_sum(*sun_table, s_lam, s_bin, s_k0, dk, s_below, s_disc, True, True)
-        n_vis = _binned_sum(*earth_table, e_lam, e_bin, e_k0, dk, e_below, e_below, True, False)[0]
+        n_lit, disc = _binned_sum(*sun_table, s_tables, dk, True, True)
+        n_vis = _binned_sum(*earth_table, e_tables, dk, True, False)[0]
         out[p, 0] = n_lit
         out[p, 1] = disc
         out[p, 2] = n_vis
@@ -171,12 +183,12 @@ def visibility_fractions(terrain: Terrain, horizon_deg: np.ndarray, track, obser
     px = _Pixels(terrain, horizon_deg, observer_height_m, rows, cols)
     if binned is None or binned.n_azimuths != px.n_az:
         binned = BinnedTrack(track, px.n_az)
-    sun, s_lam, s_bin, s_k0, s_below, s_disc = binned.bodies["sun"]
-    earth, e_lam, e_bin, e_k0, e_below, _ = binned.bodies["earth"]
+    sun, s_tables = binned.bodies["sun"]
+    earth, e_tables = binned.bodies["earth"]
     out = np.empty((px.horizon_deg.shape[0], 3))
     _fractions_kernel(px.east, px.north, px.up, px.lon_deg, px.r_m, px.horizon_deg, px.valid, sun.mean_radius_deg,
-                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, earth.lon_window, s_lam, s_bin, s_k0,
-                      s_below, s_disc, e_lam, e_bin, e_k0, e_below, _BINNED_KEY_DEG, out)
+                      sun.mean_distance_m, earth.mean_distance_m, 2 * px.n_az, earth.lon_window, s_tables, e_tables,
+                      _BINNED_KEY_DEG, out)
     n_steps = max(binned.n_steps, 1)
     layers = {"sun_lit_fraction": out[:, 0] / n_steps, "sun_disc_fraction": out[:, 1] / n_steps,
               "earth_visible_fraction": out[:, 2] / n_steps}

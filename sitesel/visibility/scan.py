@@ -309,8 +309,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
             n_lit = 0.0
             need_disc = np.isnan(out[p, 1])
             if not scan or need_disc:
-                n_lit, disc = _binned_sum(*sun_table, s_binned[0], s_binned[1], s_binned[2], dk, s_binned[3],
-                                          s_binned[4], not scan, need_disc)
+                n_lit, disc = _binned_sum(*sun_table, s_binned, dk, not scan, need_disc)
                 if need_disc:
                     out[p, 1] = disc
             out[p, 7] = 1.0 if scan else 0.0
@@ -318,8 +317,7 @@ def _visibility_kernel(east, north, up, lon_deg, r_m, horizon_deg, valid, pixels
                 out[p, 0], out[p, 2], out[p, 3], out[p, 4] = _body_counts(sun_table, sun, long_night_steps, not scan)
                 out[p, 5], out[p, 6], _, _ = _body_counts(earth_table, earth, no_long_gap, not scan)
                 continue
-            out[p, 5] = _binned_sum(*earth_table, e_binned[0], e_binned[1], e_binned[2], dk, e_binned[3],
-                                    e_binned[3], True, False)[0]
+            out[p, 5] = _binned_sum(*earth_table, e_binned, dk, True, False)[0]
             out[p, 0] = n_lit
             sun_bound[b] = True
             if n_lit < BINNED_MARGIN * n_steps:
@@ -385,7 +383,7 @@ def _track_tables(track: Track, n_bins: int):
     if key not in _TRACK_TABLES:
         sun = _BodySteps(track.sun_m, SUN_RADIUS_M, n_bins, _CELL_LEVELS["sun"])
         earth = _BodySteps(track.earth_m, 0.0, n_bins, _CELL_LEVELS["earth"])
-        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1:], _binned_tables(earth, "earth")[1:])
+        _TRACK_TABLES[key] = (sun, earth, _binned_tables(sun, "sun")[1], _binned_tables(earth, "earth")[1])
         weakref.finalize(track, _TRACK_TABLES.pop, key, None)
     return _TRACK_TABLES[key]
 
