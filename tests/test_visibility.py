@@ -125,6 +125,20 @@ def test_nan_or_inf_in_a_horizon_gives_nan_layers(track):
                 assert np.isfinite(value[keep]).all(), name
 
 
+def test_binned_tables_hold_zero_below_the_key_grid_and_each_bins_steps_above_it(track):
+    """_binned_sum reads 0 for a threshold below the key grid and the tables' last columns above it,
+    without touching the tables: their first column must be 0 and their last each bin's totals."""
+    for name, (steps, tables) in BinnedTrack(track, K).bodies.items():
+        lam_mean, _, _, below, disc, below_last, disc_last = tables
+        assert below.shape == disc.shape == (lam_mean.size, below.shape[1])
+        assert not below[:, 0].any() and not disc[:, 0].any(), name
+        # every step counted in the last column, once: the track's length over the bins
+        assert below_last.dtype == np.float64 and np.array_equal(below_last, below[:, -1])
+        assert below_last.sum() == len(track) and (below_last >= 1).all(), name
+        # and with its whole disc (the Sun; the Earth has no disc table)
+        assert np.array_equal(disc_last, below_last if name == "sun" else np.zeros_like(below_last)), name
+
+
 # ---------------------------------------------------------------- layers vs reference
 @pytest.mark.parametrize("lat, n", [(-89.9, 24), (-85.0, 10), (-80.5, 10)])
 def test_layers_match_reference(track, lat, n):
