@@ -25,7 +25,7 @@ from .horizon import bearings_deg, horizon_map, search_reach_m, short_reach_warn
 from .progress import Progress
 from .ranking import rank_sites, region_to_mask
 from .refine import landing_window, rank_refining, refines_by_rank
-from .scoring import (Profile, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
+from .scoring import (Profile, at_most, constraint_pass_fractions, constraints_met, load_profile, profile_from_dict,
                       score_layers)
 from .surface import footprint_size_px, slope_roughness
 from .terrain.model import Terrain
@@ -340,10 +340,11 @@ def compute(
     region = region_to_mask(analysed.grid, profile.region)
     constraint_summary = constraint_pass_fractions(layers, profile, region)
     gap_limits = [key for key in profile.constraints if key[4:] in GAP_LAYERS]
-    if refine:
-        # lower bounds on the gap lengths where not every step was scanned: their limits pass at most so often
-        for key in gap_limits:
-            constraint_summary[f"{key} (at most: lower bounds where not scanned)"] = constraint_summary.pop(key)
+    if refine and gap_limits:
+        # lower bounds on the gap lengths where not every step was scanned: their limits, and so all the
+        # limits at once, pass at most so often
+        for key in gap_limits + ["all"]:
+            constraint_summary[at_most(key)] = constraint_summary.pop(key)
     for site in sites:
         site["height_m"] = float(analysed.height_m[site["row"], site["col"]])
         # how far its horizon search runs on supplied terrain before the continuation rule (see horizon)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .horizon import is_short_reach
 from .outputs import METRIC_COLUMNS, jsonable, write_text
+from .scoring import at_most
 from .terrain.checksum import file_sha256
 
 #: Packages whose versions are recorded (distribution names).
@@ -126,14 +127,17 @@ def no_sites_hint(constraints) -> str:
     fractions, landing_m = constraints
     if fractions.get("region_pixels", 1) == 0:
         return "the profile's [region] holds no pixel of the analysed grid: move the region or the DEM window."
-    parts = ", ".join(f"{key} {share:.1%}" for key, share in fractions.items() if key not in ("all", "region_pixels"))
+    # all the limits at once: an upper bound, named so, when some limits are (see pipeline.compute)
+    all_key = "all" if "all" in fractions else at_most("all")
+    parts = ", ".join(f"{key} {share:.1%}" for key, share in fractions.items() if key not in (all_key, "region_pixels"))
     if not parts:
         return (f"the profile has no hard constraint, so no landing area (up to {landing_m:g} m from the centre) "
                 "fits wholly on pixels with a slope (away from the DEM's edges and holes): shrink [landing] or "
                 "give a larger DEM or region.")
+    bound = "" if all_key == "all" else "at most "
     return (f"pixels in the profile region meeting each hard constraint: {parts}; all at once: "
-            f"{fractions['all']:.2%}. A site needs every pixel of its landing area (up to {landing_m:g} m from "
-            "the centre) to meet them all: relax the tightest constraint, shrink [landing], or use a sharper DEM.")
+            f"{bound}{fractions[all_key]:.2%}. A site needs every pixel of its landing area (up to {landing_m:g} m "
+            "from the centre) to meet them all: relax the tightest constraint, shrink [landing], or use a sharper DEM.")
 
 
 def _sites_section(sites: list[dict], constraints=None, max_distance_km=None) -> list[str]:

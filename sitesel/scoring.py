@@ -362,6 +362,12 @@ def constraints_met(layers: dict, profile: Profile) -> np.ndarray:
     return ok
 
 
+def at_most(key: str) -> str:
+    """The name of a pass fraction of :func:`constraint_pass_fractions` that is only an upper
+    bound: a gap limit checked on lower bounds of the gaps (see :mod:`sitesel.refine`)."""
+    return f"{key} (at most: lower bounds where not scanned)"
+
+
 def constraint_pass_fractions(layers: dict, profile: Profile, mask=None) -> dict[str, float]:
     """Share of the pixels (within ``mask``, if given) that meet each hard constraint of
     the profile, all of them at once (key ``"all"``) and the number of pixels counted

@@ -272,6 +272,13 @@ def test_refined_run_gives_gap_limits_pass_fractions_as_upper_bounds(terrain, ex
     assert 0 < want < 1
     assert want <= summary["max_longest_night_h (at most: lower bounds where not scanned)"] <= 1
     assert "max_longest_night_h" not in summary
+    # and so is the share meeting every limit at once, which the hint for an empty site list words so
+    assert exact.constraint_summary["all"] <= summary["all (at most: lower bounds where not scanned)"] <= 1
+    assert "all" not in summary
+    from sitesel.report import no_sites_hint
+    share = summary["all (at most: lower bounds where not scanned)"]
+    assert f"all at once: at most {share:.2%}." in no_sites_hint((summary, 500.0))
+    assert f"all at once: {exact.constraint_summary['all']:.2%}." in no_sites_hint((exact.constraint_summary, 500.0))
     assert summary["min_sun_lit_fraction"] == pytest.approx(exact.constraint_summary["min_sun_lit_fraction"], abs=0.02)
 
 
