@@ -57,25 +57,41 @@ def import_revision(rev: str):
     return importlib.import_module("sitesel_base")
 
 
-def cases(stage: str, pkg, n_azimuths: int):
-    """A function of no argument that runs ``stage`` with package ``pkg``, and returns its output arrays."""
-    terrain_mod = importlib.import_module(pkg.__name__ + ".terrain.synthetic")
-    terrain = terrain_mod.synthetic_south_pole(2048, 20.0)
-    horizon = importlib.import_module(pkg.__name__ + ".horizon")
+#: The visibility stages' window of the terrain.
+ROWS, COLS = slice(768, 1024), slice(768, 1024)
+
+
+def inputs(stage: str):
+    """The terrain's heights and grid, and for the visibility stages the window's horizons
+    (K = 360), made once with the working tree's package: both versions get the same ones."""
+    from sitesel.horizon import horizon_map
+    from sitesel.terrain.synthetic import synthetic_south_pole
+
+    terrain = synthetic_south_pole(2048, 20.0)
+    horizon_deg = None if stage == "horizon" else horizon_map(terrain, 360, 2.0, rows=ROWS, cols=COLS)
+    return terrain.height_m, terrain.grid, horizon_deg
+
+
+def cases(stage: str, pkg, height_m, grid, horizon_deg, n_azimuths: int):
+    """A function of no argument that runs ``stage`` with package ``pkg`` on the heights ``height_m``
+    on ``grid`` (and the horizons ``horizon_deg``: see :func:`inputs`), and returns its output arrays."""
+    def module(name):
+        return importlib.import_module(f"{pkg.__name__}.{name}")
+
+    terrain = module("terrain.model").Terrain(
+        height_m, module("terrain.grid").Grid(grid.x0_m, grid.y0_m, grid.resolution_m, grid.shape))
     if stage == "horizon":
+        horizon_map = module("horizon").horizon_map
         out = np.empty((1024, 1024, n_azimuths), np.float32)
-        return lambda: [horizon.horizon_map(terrain, n_azimuths, 2.0, rows=slice(0, 1024), cols=slice(0, 1024),
-                                            out=out)]
-    rows, cols = slice(768, 1024), slice(768, 1024)
-    horizon_deg = horizon.horizon_map(terrain, 360, 2.0, rows=rows, cols=cols)
-    track = importlib.import_module(pkg.__name__ + ".ephemeris").body_track("2027-01-01", "2045-08-08", 1.0)
-    visibility = importlib.import_module(pkg.__name__ + ".visibility")
+        return lambda: [horizon_map(terrain, n_azimuths, 2.0, rows=slice(0, 1024), cols=slice(0, 1024), out=out)]
+    track = module("ephemeris").body_track("2027-01-01", "2045-08-08", 1.0)
+    visibility = module("visibility")
     if stage == "fractions":
         binned = visibility.BinnedTrack(track, 360)
-        return lambda: list(visibility.visibility_fractions(terrain, horizon_deg, binned, 2.0, rows=rows,
-                                                            cols=cols).values())
+        return lambda: list(visibility.visibility_fractions(terrain, horizon_deg, binned, 2.0, rows=ROWS,
+                                                            cols=COLS).values())
     where = visibility.ExactWhere(eligible=np.zeros((256, 256), bool))
-    return lambda: list(visibility.visibility_layers(terrain, horizon_deg, track, 2.0, rows=rows, cols=cols,
+    return lambda: list(visibility.visibility_layers(terrain, horizon_deg, track, 2.0, rows=ROWS, cols=COLS,
                                                      exact_where=where).values())
 
 
@@ -89,7 +105,8 @@ def main(argv=None):
     import sitesel
 
     base = import_revision(args.base)
-    runs = {"base": cases(args.stage, base, args.azimuths), "tree": cases(args.stage, sitesel, args.azimuths)}
+    shared = inputs(args.stage)
+    runs = {name: cases(args.stage, pkg, *shared, args.azimuths) for name, pkg in (("base", base), ("tree", sitesel))}
     outputs = {name: run() for name, run in runs.items()}  # and compiles
     diffs = [float(np.nanmax(np.abs(a.astype(np.float64) - b))) if a.size else 0.0
              for a, b in zip(outputs["base"], outputs["tree"])]
