@@ -364,7 +364,8 @@ def constraints_met(layers: dict, profile: Profile) -> np.ndarray:
 
 def at_most(key: str) -> str:
     """The name of a pass fraction of :func:`constraint_pass_fractions` that is only an upper
-    bound: a gap limit checked on lower bounds of the gaps (see :mod:`sitesel.refine`)."""
+    bound: a gap limit checked on lower bounds of the gaps (see :mod:`sitesel.refine`), or
+    ``"all"`` the limits at once when any is."""
     return f"{key} (at most: lower bounds where not scanned)"
 
 
