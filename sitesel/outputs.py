@@ -28,6 +28,7 @@ import numpy as np
 
 from .constants import MOON_RADIUS_M, SOUTH_POLAR_STEREO_PROJ
 from .errors import SiteselError
+from .scoring import TERM_PREFIX
 from .terrain.grid import Grid, local_azimuth_to_bearing_deg, scale_factor, xy_to_latlon
 
 #: Leading columns of sites.csv, in this order (required).
@@ -44,6 +45,21 @@ METRIC_COLUMNS = (
     "earth_visible_fraction",
     "longest_blackout_h",
     "psr_distance_m",
+)
+
+#: Columns a run adds after the metrics, in this order, when present: the other visibility layers,
+#: where the site's values come from, then how it ranked. Each metric's profile term
+#: (``term_<metric>``) follows them, in the metrics' order.
+DETAIL_COLUMNS = (
+    "longest_sunlit_h",
+    "n_long_nights",
+    "psr",
+    "visibility_exact",
+    "terrain_reach_km",
+    "row",
+    "col",
+    "feasible",
+    "score_centre",
 )
 
 #: Trailing columns of sites.csv (required): the landing ellipse.
@@ -356,18 +372,25 @@ def _round_value(column, value):
     raise TypeError(f"site column '{column}' holds a {type(value).__name__}; sites must be flat dicts of scalars")
 
 
+def term_columns(keys) -> list[str]:
+    """The profile-term columns among ``keys``: the metrics' terms in their order, then any others sorted."""
+    terms = {k for k in keys if k.startswith(TERM_PREFIX)}
+    known = [TERM_PREFIX + m for m in METRIC_COLUMNS if TERM_PREFIX + m in terms]
+    return known + sorted(terms - set(known))
+
+
 def site_columns(sites: list[dict]) -> list[str]:
-    """Column order: LEAD, known metrics, other keys sorted, then the ellipse columns."""
+    """Column order: LEAD, known metrics, the run's details (``DETAIL_COLUMNS``), the profile
+    terms (:func:`term_columns`), other keys sorted, then the ellipse columns."""
     # with no site, the header still names the lead, metric and ellipse columns
     keys = set().union(*sites) if sites else set(METRIC_COLUMNS)
     for required in LEAD_COLUMNS + ELLIPSE_COLUMNS:
         if sites and required not in keys:
             raise ValueError(f"sites lack the required column '{required}'")
     trailing = list(ELLIPSE_COLUMNS) + [c for c in OPTIONAL_ELLIPSE_COLUMNS if c in keys]
-    fixed = set(LEAD_COLUMNS) | set(METRIC_COLUMNS) | set(trailing)
-    metrics = [c for c in METRIC_COLUMNS if c in keys]
-    others = sorted(keys - fixed)
-    return list(LEAD_COLUMNS) + metrics + others + trailing
+    ordered = list(LEAD_COLUMNS) + [c for c in METRIC_COLUMNS + DETAIL_COLUMNS if c in keys] + term_columns(keys)
+    others = sorted(keys - set(ordered) - set(trailing))
+    return ordered + others + trailing
 
 
 def _csv_cell(column, value):
@@ -396,7 +419,8 @@ def write_sites_csv(path, sites: list[dict]) -> Path:
     """Atomically write the ranked sites as CSV.
 
     One row per site in the given order; columns ``rank, lat, lon, x_m, y_m,
-    score``, the metrics, any other keys (sorted), then the ellipse columns.
+    score``, the metrics, the run's details and profile terms (see
+    :func:`site_columns`), any other keys (sorted), then the ellipse columns.
     Floats use fixed decimals per column (:func:`decimals_for`); missing and
     non-finite values are empty cells.
     """

@@ -51,7 +51,7 @@ import numpy as np
 from numba import njit, prange
 
 from .constants import MOON_RADIUS_M
-from .scoring import Profile, normalise_metric
+from .scoring import TERM_PREFIX, Profile, normalise_metric
 from .terrain.grid import Grid, latlon_to_xy, latlon_to_xyz, local_frame, scale_factor, xy_to_latlon, xyz_to_latlon
 
 _LEVELS = 65534
@@ -287,7 +287,7 @@ def rank_sites(score, feasible, layers: dict, grid: Grid, profile: Profile, regi
             ellipse_bearing_deg=float((profile.ellipse_azimuth_deg + lon) % 180.0),
         )
         for m in weighted:
-            site[f"term_{m}"] = float(normalise_metric(m, np.asarray(layers[m])[r, c]))
+            site[TERM_PREFIX + m] = float(normalise_metric(m, np.asarray(layers[m])[r, c]))
         sites.append(site)
     return sites
 

@@ -16,8 +16,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .horizon import is_short_reach
-from .outputs import METRIC_COLUMNS, jsonable, write_text
-from .scoring import at_most
+from .outputs import jsonable, term_columns, write_text
+from .scoring import TERM_PREFIX, at_most
 from .terrain.checksum import file_sha256
 
 #: Packages whose versions are recorded (distribution names).
@@ -51,10 +51,6 @@ SITE_TABLE = (
     ("longest_blackout_h", "longest blackout (h)", lambda v: f"{v:.1f}"),
     ("psr_distance_m", "PSR distance (km)", lambda v: f"{v / 1e3:.2f}"),
 )
-
-#: Prefix of the per-site normalised term values (see sitesel.ranking).
-TERM_PREFIX = "term_"
-
 
 def software_versions() -> dict[str, str]:
     """Versions of Python, GDAL and the packages in :data:`VERSIONED_PACKAGES`."""
@@ -164,10 +160,7 @@ def _sites_section(sites: list[dict], constraints=None, max_distance_km=None) ->
 
 
 def _terms_section(sites: list[dict]) -> list[str]:
-    names = {k[len(TERM_PREFIX):] for site in sites for k in site if k.startswith(TERM_PREFIX)}
-    terms = [TERM_PREFIX + m for m in METRIC_COLUMNS if m in names] + sorted(
-        TERM_PREFIX + m for m in names - set(METRIC_COLUMNS)
-    )
+    terms = term_columns(set().union(*sites) if sites else ())
     if not terms:
         return []
     lines = [

@@ -79,6 +79,9 @@ _CONSTRAINT_KEYS = {m.constraint_key: m.name for m in METRICS.values()}
 
 #: The lander's footprint metrics: a pixel without them is never feasible (see :func:`score_layers`).
 SURFACE_METRICS = frozenset({"slope_deg", "roughness_m"})
+
+#: Prefix of a site's normalised profile term of each metric (``term_slope_deg``, ...: see sitesel.ranking).
+TERM_PREFIX = "term_"
 _TOP_KEYS = ("name", "description", "constraints", "weights", "landing", "region")
 _LANDING_KEYS = (
     "radius_m",

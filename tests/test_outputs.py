@@ -335,3 +335,21 @@ def test_manifest_checksums_and_versions(tmp_path):
     json.loads(outputs.write_json(tmp_path / "manifest.json", manifest).read_text())
     with pytest.raises(ValueError, match="clash"):
         report.build_manifest(inputs=[], config={}, timings={}, extra={"config": 1})
+
+
+def test_sites_csv_orders_a_runs_columns_by_what_they_hold():
+    """Metrics, then the run's details (other visibility layers, where the values come from, how
+    the site ranked), then the profile terms in the metrics' order, then unknown keys, then the ellipse."""
+    site = {**_site(1, -89.0, 0.0), "row": 3, "col": 4, "feasible": 1, "score_centre": 0.5, "psr": 0,
+            "visibility_exact": 1.0, "longest_sunlit_h": 10.0, "n_long_nights": 2, "terrain_reach_km": 5.0,
+            "term_sun_lit_fraction": 0.4, "term_slope_deg": 0.9, "term_custom": 0.1, "zz_extra": 1.0}
+    header = next(csv.reader(io.StringIO(outputs.sites_csv_text([site]))))
+    metrics = [c for c in outputs.METRIC_COLUMNS if c in site]
+    lead = len(outputs.LEAD_COLUMNS)
+    assert header[:lead] == list(outputs.LEAD_COLUMNS)
+    assert header[lead:lead + len(metrics)] == metrics
+    details = header[lead + len(metrics):lead + len(metrics) + len(outputs.DETAIL_COLUMNS)]
+    assert details == list(outputs.DETAIL_COLUMNS)
+    rest = header[lead + len(metrics) + len(details):]
+    assert rest[:4] == ["term_slope_deg", "term_sun_lit_fraction", "term_custom", "zz_extra"]
+    assert rest[4:] == [c for c in (*outputs.ELLIPSE_COLUMNS, *outputs.OPTIONAL_ELLIPSE_COLUMNS) if c in site]
