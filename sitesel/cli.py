@@ -7,6 +7,7 @@ internal error prints one line too (set SITESEL_DEBUG=1 for the traceback).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import logging
 import os
@@ -56,6 +57,43 @@ class Finite(click.FloatRange):
         if not np.isfinite(number):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
+
+
+class NumbersFirst(click.Command):
+    """A command whose arguments may be negative numbers (``sitesel site -89.45 -137.3``).
+
+    Those would read as unknown options, so the command ignores unknown options, and
+    an option misspelt would then be taken for an argument ("'--yeras' is not a valid
+    float"). This names it for what it is first: an unknown option, with the likely one.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", {})["ignore_unknown_options"] = True
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx, args):
+        options = {name: p for p in self.get_params(ctx) if isinstance(p, click.Option) for name in p.opts}
+        takes_value = False
+        for token in args:
+            if token == "--":
+                break
+            if takes_value:  # an option's value, whatever it looks like
+                takes_value = False
+                continue
+            name = token.split("=", 1)[0]
+            if name in options:
+                takes_value = not options[name].is_flag and "=" not in token
+            elif token.startswith("-") and not _is_number(token):
+                raise click.NoSuchOption(name, possibilities=difflib.get_close_matches(name, options), ctx=ctx)
+        return super().parse_args(ctx, args)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 #: The demo's far field: the whole 400 km synthetic world at 1 km/px.
@@ -273,7 +311,7 @@ def _dask_client(workers, scheduler):
     return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=NumbersFirst)
 @click.argument("lat", type=Finite())
 @click.argument("lon", type=Finite())
 @click.option("--dem", "dem_path", required=True, type=click.Path(path_type=Path), help="DEM file.")
@@ -281,6 +319,8 @@ def _dask_client(workers, scheduler):
               help="Observer height above the surface, metres.")
 @click.option("--start", default="2027-01-01", show_default=True, help="Start date (UTC ISO).")
 @click.option("--end", default=None, help="End date (UTC ISO, exclusive; default one year after start).")
+@click.option("--years", type=Finite(0.01, 150.0), default=None,
+              help="Span in years from --start, instead of --end (18.6 = a precession cycle).")
 @click.option("--step-hours", type=Finite(), default=1.0, show_default=True, help="Time step, hours.")
 @click.option("--azimuths", type=click.IntRange(MIN_AZIMUTHS, MAX_AZIMUTHS), default=360, show_default=True, help="Horizon azimuths.")
 @click.option("--max-distance-km", type=Finite(0.1, 2000.0), default=150.0, show_default=True,
@@ -291,8 +331,8 @@ def _dask_client(workers, scheduler):
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
               help="Draw the horizon mask with the Sun's and Earth's paths to this PNG.")
 @click.option("--quiet", is_flag=True, help="No progress bar (the ephemeris of a long span).")
-def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_distance_km, far_field_path, as_json,
-         plot_path, quiet):
+def site(lat, lon, dem_path, height_m, start, end, years, step_hours, azimuths, max_distance_km, far_field_path,
+         as_json, plot_path, quiet):
     """Horizon, sunlight, Earth visibility and slope at one point LAT LON (degrees).
 
     LAT is negative (south), e.g. `sitesel site -89.45 -137.3 --dem DEM.tif`.
@@ -302,9 +342,13 @@ def site(lat, lon, dem_path, height_m, start, end, step_hours, azimuths, max_dis
 
     if plot_path and plot_path.suffix.lower() != ".png":
         raise SiteselError(f"--plot {plot_path} must name a .png file (the horizon mask is drawn as a PNG)")
+    if end and years is not None:
+        raise SiteselError(f"give --end {end} or --years {years:g}, not both")
     period = {"start": start, "step_hours": step_hours}
     if end:
         period["end"] = end
+    if years is not None:
+        period["years"] = years
     # no empty folders of --plot left behind by a point that fails
     with removed_if_failed(plot_path.parent) if plot_path else contextlib.nullcontext():
         if plot_path:

@@ -679,3 +679,36 @@ def test_site_plot_folders_it_made_go_when_the_point_fails(small_dem, tmp_path, 
                             "--plot", tmp_path / "new" / "sub" / "m.png"], capsys)
     assert code == 0, err
     assert (tmp_path / "new" / "sub" / "m.png").is_file()
+
+
+def test_site_years_counts_from_start_as_run_does(small_dem, capsys):
+    # 2.5 Julian years are 7305 steps of 3 h: the reported end (that of the steps covered) is the span's
+    common = ["site", "-89.9", "45", "--dem", small_dem, "--json", "--step-hours", "3", "--azimuths", "16",
+              "--start", "2030-01-01", "--quiet"]
+    code, out, err = run_cli([*common, "--years", "2.5"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    # Julian years, as [time] years = 2.5 in a run's config
+    assert summary["end"] == str(np.datetime64("2030-01-01T00:00:00") + np.timedelta64(int(2.5 * 365.25 * 24), "h"))
+    code, _, err = run_cli([*common, "--years", "2", "--end", "2031-01-01"], capsys)
+    assert_one_line_error(code, err, "--end 2031-01-01 or --years 2, not both")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--yeras", "3"], ["No such option '--yeras'", "Did you mean '--years'?"]),
+    (["--bogus"], ["No such option '--bogus'"]),
+    (["--json=yes"], []),  # a flag given a value: click's own error
+])
+def test_site_names_an_unknown_option_not_a_bad_latitude(small_dem, capsys, args, fragments):
+    """LAT and LON may be negative, so the command ignores unknown options; a misspelt one must
+    still be named as such, not read as the latitude."""
+    code, _, err = run_cli(["site", "--dem", small_dem, *args, "-89.9", "45"], capsys)
+    assert_one_line_error(code, err, *fragments)
+    assert "LAT" not in err
+
+
+def test_site_option_values_that_look_like_options_are_values(small_dem, capsys):
+    code, out, err = run_cli(["site", "-89.9", "-135", "--dem", small_dem, "--height-m", "10", "--step-hours", "240",
+                              "--azimuths", "16", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["observer_height_m"] == 10.0
