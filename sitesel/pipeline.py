@@ -371,10 +371,12 @@ def compute(
 
     exact = f"exact per time step ({len(track)} steps of {step_hours:g} h)"
     methods = {name: exact for name in TILE_LAYERS}
+    # a DEM coarser than the baseline fits its plane over more ground than the lander stands on: say how much
+    footprint_m = baseline_px * terrain.resolution_m
+    across = f": {footprint_m:g} m across at this DEM's resolution" if footprint_m >= 2 * baseline_m else ""
     methods["slope_deg"] = methods["roughness_m"] = (
         f"least-squares plane over the lander footprint ({baseline_px} x {baseline_px} px for a "
-        f"{baseline_m:g} m baseline), slope against the local horizontal, roughness the "
-        "RMS residual")
+        f"{baseline_m:g} m baseline{across}), slope against the local horizontal, roughness the RMS residual")
     methods["score"] = methods["feasible"] = "from the layers, all exact"
     if refine:
         scanned = layers["visibility_exact"]

@@ -44,6 +44,13 @@ def test_every_height_gets_its_layers_and_a_mast_sees_more_sun(exact_run):
     assert comparison[1]["psr_area_km2"] <= comparison[0]["psr_area_km2"]
 
 
+def test_surface_method_says_how_wide_a_coarse_dems_footprint_is(exact_run):
+    # 500 m pixels: the 20 m baseline takes the least footprint, 3 x 3 px, 1500 m across
+    method = exact_run.layer_methods["slope_deg"]
+    assert "3 x 3 px for a 20 m baseline: 1500 m across at this DEM's resolution" in method
+    assert exact_run.layer_methods["roughness_m"] == method
+
+
 def test_tiles_of_any_shape_give_the_layers_of_one_whole_tile(terrain, exact_run, tmp_path):
     # exact_run's tiles (24 px: 24 x 24, 24 x 16, 16 x 24, 16 x 16, two heights each) reuse
     # one horizon buffer
