@@ -72,7 +72,8 @@ class NumbersFirst(click.Command):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, ctx, args):
-        options = {name: p for p in self.get_params(ctx) if isinstance(p, click.Option) for name in p.opts}
+        options = {name: p for p in self.get_params(ctx) if isinstance(p, click.Option)
+                   for name in p.opts + p.secondary_opts}
         takes_value = False
         for token in args:
             if token == "--":

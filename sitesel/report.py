@@ -52,6 +52,7 @@ SITE_TABLE = (
     ("psr_distance_m", "PSR distance (km)", lambda v: f"{v / 1e3:.2f}"),
 )
 
+
 def software_versions() -> dict[str, str]:
     """Versions of Python, GDAL and the packages in :data:`VERSIONED_PACKAGES`."""
     versions = {"python": platform.python_version()}
