@@ -115,12 +115,14 @@ def test_nan_or_inf_in_a_horizon_gives_nan_layers(track):
     clean = visibility_layers(terrain, horizon, track, 2.0)
     horizon[1, 2, 17] = np.nan
     horizon[3, 0, K - 1] = np.inf
+    # +inf and -inf in one horizon: the validity check sums the row, where they would make NaN, not cancel
+    horizon[4, 4, 0], horizon[4, 4, 1] = np.inf, -np.inf
     keep = np.ones(terrain.shape, bool)
-    keep[1, 2] = keep[3, 0] = False
+    keep[1, 2] = keep[3, 0] = keep[4, 4] = False
     for got in (visibility_layers(terrain, horizon, track, 2.0),
                 visibility_fractions(terrain, horizon, BinnedTrack(track, K), 2.0)):
         for name, value in got.items():
-            assert np.isnan(value[1, 2]) and np.isnan(value[3, 0]), name
+            assert np.isnan(value[1, 2]) and np.isnan(value[3, 0]) and np.isnan(value[4, 4]), name
             if name in clean and name != "visibility_exact":
                 assert np.isfinite(value[keep]).all(), name
 

@@ -6,7 +6,7 @@ See the package docstring (:mod:`sitesel.visibility`) for the construction and i
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .._fastmath import atan2, sin_small
 from ..constants import MOON_RADIUS_M
@@ -244,6 +244,23 @@ def _margin(lam_e, delta_e, slope_e, first, lam_t, bin_t, key_t):
     return delta_e[i] + slope_e[i] * (lam_t - lam_e[i]) - key_t
 
 
+# reassociation lets the sum vectorise; NaN and inf still propagate (no nnan / ninf), in any order
+@njit(cache=True, parallel=True, fastmath={"reassoc"})
+def _finite_rows(height_m, horizon_deg):
+    """Whether each pixel's height and every one of its horizon values (float32, at most 90 deg
+    in size, so that their sum cannot overflow) are finite: a pass over the whole horizon array
+    (1.5 GB for a 1024^2 tile at K = 360), so on every thread."""
+    valid = np.empty(height_m.size, np.bool_)
+    for p in prange(height_m.size):
+        # a NaN (or inf) anywhere makes the row's sum non-finite
+        row = horizon_deg[p]
+        total = np.float32(0.0)
+        for k in range(row.size):
+            total += row[k]
+        valid[p] = np.isfinite(height_m[p]) and np.isfinite(total)
+    return valid
+
+
 class _Pixels:
     """Flattened per-pixel inputs of a window: local frames, longitudes, observer radii, horizons."""
 
@@ -260,7 +277,6 @@ class _Pixels:
         self.east, self.north, self.up = (np.ascontiguousarray(v.reshape(-1, 3)) for v in local_frame(lat, lon))
         self.height_m = sub.height_m.astype(np.float64).ravel()
         self.horizon_deg = np.ascontiguousarray(horizon_deg.reshape(-1, self.n_az), dtype=np.float32)
-        # a NaN (or inf) anywhere makes the row's sum non-finite: no horizon-sized temporary
-        self.valid = np.isfinite(self.height_m) & np.isfinite(self.horizon_deg.sum(axis=1, dtype=np.float64))
+        self.valid = _finite_rows(self.height_m, self.horizon_deg)
         self.r_m = np.where(self.valid, MOON_RADIUS_M + self.height_m + float(observer_height_m), MOON_RADIUS_M)
         self.lon_deg = np.ascontiguousarray(lon.ravel(), dtype=np.float64)
