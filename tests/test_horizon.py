@@ -244,6 +244,25 @@ def test_tiles_identical_to_whole(rough):
     assert np.array_equal(whole, tiles)
 
 
+@pytest.mark.parametrize("line_block", [2, 5, 16])
+def test_any_line_block_gives_the_same_horizons(rough, monkeypatch, line_block):
+    """Small windows sweep their lines in smaller blocks, so that every thread gets some: what an
+    observer gets must not depend on the block size, with or without a far field."""
+    whole = horizon_map(rough, 32, 2.0)
+    fine, coarse = rough.window(slice(12, 60), slice(10, 58)), coarsen(rough, 3)
+    whole_far = horizon_map(fine, 16, 2.0, far_field=coarse)
+    monkeypatch.setattr(sweep_module, "_line_block", lambda n_gaps, n_threads: line_block)
+    assert np.array_equal(horizon_map(rough, 32, 2.0), whole)
+    assert np.array_equal(horizon_map(rough, 32, 2.0, rows=slice(30, 41), cols=slice(20, 31)), whole[30:41, 20:31])
+    assert np.array_equal(horizon_map(fine, 16, 2.0, far_field=coarse), whole_far)
+
+
+def test_line_blocks_shrink_only_for_windows_too_small_to_share():
+    # 16-gap blocks wherever each thread gets two of them; never below 2 gaps
+    assert [sweep_module._line_block(n, 2) for n in (3, 13, 24, 63, 64, 2000)] == [2, 4, 6, 16, 16, 16]
+    assert sweep_module._line_block(13, 1) == 7 and sweep_module._line_block(1000, 8) == 16
+
+
 def test_tiles_identical_to_whole_with_far_field(rough):
     """Far-field pixels three times coarser put observers at fractional far-field positions."""
     fine, coarse = rough.window(slice(12, 60), slice(10, 58)), coarsen(rough, 3)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -49,7 +50,8 @@ FAR_RAY_PX = 64.0
 
 _STAGE = 16
 
-#: Gaps between the sweep lines one thread walks in lockstep (see ``_sweep_kernel``).
+#: Gaps between the sweep lines one thread walks in lockstep (see ``_sweep_kernel``); fewer for
+#: windows crossed by too few lines to give every thread two blocks (see ``_line_block``).
 _LINE_BLOCK = 16
 
 #: Pixels per block of the staged copy-out (see ``_flush``).
@@ -204,17 +206,17 @@ def _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_limit):
 
 
 @njit(cache=True, inline="always")
-def _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
-    """Last step a block of lines ``i0 .. i0 + _LINE_BLOCK`` must walk to (at least ``t_lo``):
+def _block_t_end(i0, line_block, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
+    """Last step a block of lines ``i0 .. i0 + line_block`` must walk to (at least ``t_lo``):
     the step of its last observer. The block finishes the observers between its lines,
-    q - g p in [i0, i0 + _LINE_BLOCK) (two more each side here, against round-off), and
+    q - g p in [i0, i0 + line_block) (two more each side here, against round-off), and
     slanted lines leave the window's rows [qw_lo, qw_hi] before its last column; the steps
     beyond would only sample terrain no observer of the block looks across."""
     p_lo = min(ap_near, ap_far)
     p_hi = max(ap_near, ap_far)
     if g != 0.0:
-        # p where the band q - g p in [i0 - 2, i0 + _LINE_BLOCK + 2] meets the window's rows
-        e0 = (qw_lo - (i0 + _LINE_BLOCK + 2.0)) / g
+        # p where the band q - g p in [i0 - 2, i0 + line_block + 2] meets the window's rows
+        e0 = (qw_lo - (i0 + line_block + 2.0)) / g
         e1 = (qw_hi - (i0 - 2.0)) / g
         p_lo = max(p_lo, min(e0, e1))
         p_hi = min(p_hi, max(e0, e1))
@@ -228,7 +230,7 @@ def _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
 @njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
 def _sweep_kernel(
     a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, lag_t,
-    h_abs, floor, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi,
+    h_abs, floor, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi, line_block,
 ):
     """w0 * tan(horizon elevation on the line below) + w1 * (on the line above) of every window observer.
 
@@ -248,7 +250,7 @@ def _sweep_kernel(
     ``acc`` is always in window (row, col) layout: ``acc_transposed`` says the
     kernel's (q, p) are (col, row), so the caller reads it without a transpose.
 
-    Each thread walks a block of ``_LINE_BLOCK`` + 1 consecutive lines in lockstep, one
+    Each thread walks a block of ``line_block`` + 1 consecutive lines in lockstep, one
     step (column) at a time, and finishes every observer between them when the walk
     reaches its column: each observer is written once, by one thread, from two hulls
     that are both current, and the block's rows stay in cache from one column to the
@@ -265,21 +267,21 @@ def _sweep_kernel(
     to_lo = min(sp * ap_near, sp * ap_far)
     to_hi = max(sp * ap_near, sp * ap_far)
     t_lo = math.floor(to_lo)
-    n_lines = _LINE_BLOCK + 1
+    n_lines = line_block + 1
     # strips i_lo - 1 .. i_hi: one more each side than the window's corners need, so that
     # round-off in an observer's strip cannot leave it outside every block
-    n_blocks = (i_hi - i_lo + 2 + _LINE_BLOCK - 1) // _LINE_BLOCK
+    n_blocks = (i_hi - i_lo + 2 + line_block - 1) // line_block
     # the window's observer rows span q in [qw_lo, qw_hi]
     qw_lo = aq + s * oq
     qw_hi = aq + s * (oq + nwq - 1)
     for blk in prange(n_blocks):
-        i0 = i_lo - 1 + blk * _LINE_BLOCK
+        i0 = i_lo - 1 + blk * line_block
         t_first = np.empty(n_lines, np.int64)
         t_hi = t_lo
         for j in range(n_lines):
             t_first[j] = _line_t_start(i0 + j, g, nq, npp, sp, to_hi)
             t_hi = max(t_hi, t_first[j])
-        t_end = _block_t_end(i0, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo)
+        t_end = _block_t_end(i0, line_block, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo)
         length = t_hi - t_lo + 1
         hx = np.empty((n_lines, length))
         hy = np.empty((n_lines, length))
@@ -353,7 +355,7 @@ def _sweep_kernel(
                 # rows between the block's first and last line (one more each side against
                 # round-off; the line below an observer decides which block owns it)
                 wq_lo = max(0, math.floor((i0 - 1.0 + gp - aq) * inv_s) - oq)
-                wq_hi = min(nwq - 1, math.ceil((i0 + _LINE_BLOCK + 1.0 + gp - aq) * inv_s) - oq)
+                wq_hi = min(nwq - 1, math.ceil((i0 + line_block + 1.0 + gp - aq) * inv_s) - oq)
                 for wq in range(wq_lo, wq_hi + 1):
                     qo = aq + s * (oq + wq)
                     low = math.floor(qo - gp)
@@ -361,7 +363,7 @@ def _sweep_kernel(
                         low -= 1
                     elif qo - (low + 1 + gp) >= 0.0:
                         low += 1
-                    if low < i0 or low >= i0 + _LINE_BLOCK:
+                    if low < i0 or low >= i0 + line_block:
                         continue
                     h_obs = h_abs[wq, wp]
                     if not np.isfinite(h_obs):
@@ -858,11 +860,21 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
     nwq, nwp = h_o.shape
     corners = [(f["aq"] + f["s"] * (f["oq"] + wq)) - f["g"] * (f["ap"] + f["s"] * (f["op"] + wp))
                for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
+    i_lo, i_hi = math.floor(min(corners)), math.floor(max(corners)) + 1
     _sweep_kernel(
         ozt if tr else oz, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
         f["step_len"], lag_t, h_o, floor, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
-        acc, tr, math.floor(min(corners)), math.floor(max(corners)) + 1,
+        acc, tr, i_lo, i_hi, _line_block(i_hi - i_lo + 2, numba.get_num_threads()),
     )
+
+
+def _line_block(n_gaps, n_threads):
+    """Gaps per block for a window whose lines span ``n_gaps``: ``_LINE_BLOCK``, or fewer (at least 2)
+    so that each thread gets two blocks. A small window (a landing area scanned by the refinement)
+    is crossed by one or two 16-gap blocks, which left a thread idle; a block of g gaps walks g + 1
+    lines, so smaller blocks walk more lines in all, and are used only there. What an observer gets
+    does not depend on its block."""
+    return min(_LINE_BLOCK, max(2, -(-n_gaps // (2 * n_threads))))
 
 
 # --------------------------------------------------------------------------- far field
