@@ -301,6 +301,9 @@ def write_layer(path, array, grid: Grid, *, units: str, description: str, nodata
         "compress": "deflate",
         # floating-point predictor for float32, horizontal differencing for uint8
         "predictor": 3 if array.dtype == np.float32 else 2,
+        # after the predictor, deflate's fastest level: four 2048^2 layers took 0.30 s at 30.8 MB,
+        # against 0.65 s at 29.8 MB at the default level 6
+        "zlevel": 1,
         "BIGTIFF": "IF_SAFER",
         # tiles are compressed in parallel and written in order: the same bytes
         "NUM_THREADS": "ALL_CPUS",
