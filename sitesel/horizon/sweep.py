@@ -16,6 +16,7 @@ the reference does.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -496,8 +497,12 @@ def _near_kernel(z, r0, c0, h_abs, k_scale, inv_k, ir, ic, fr, fc, s_map, out_ta
                 bb[x] = tn if tn > bb[x] else bb[x]  # noqa: FURB136 - explicit: a NaN tn must lose
 
 
+# the same few hundred bearings come back for every window: the refinement sweeps 21 small windows
+# a run at all K bearings, where building these took 0.23 s of its 3.4 s
+@functools.lru_cache(maxsize=8192)
 def _near_offsets(bearing_rad, near_px):
-    """Shared sample offsets of the exact near ray: integer parts, fractions, map distances."""
+    """Shared sample offsets of the exact near ray: integer parts, fractions, map distances
+    (shared between calls: not to be written to)."""
     n = round(2 * near_px)
     s_px = 0.5 * np.arange(1, n + 1)
     dr = -s_px * math.cos(bearing_rad)
