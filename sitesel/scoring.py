@@ -82,6 +82,7 @@ SURFACE_METRICS = frozenset({"slope_deg", "roughness_m"})
 
 #: Prefix of a site's normalised profile term of each metric (``term_slope_deg``, ...: see sitesel.ranking).
 TERM_PREFIX = "term_"
+
 _TOP_KEYS = ("name", "description", "constraints", "weights", "landing", "region")
 _LANDING_KEYS = (
     "radius_m",

@@ -502,7 +502,7 @@ def _near_kernel(z, r0, c0, h_abs, k_scale, inv_k, ir, ic, fr, fc, s_map, out_ta
 @functools.lru_cache(maxsize=8192)
 def _near_offsets(bearing_rad, near_px):
     """Shared sample offsets of the exact near ray: integer parts, fractions, map distances
-    (shared between calls: not to be written to)."""
+    (shared between calls, so read-only)."""
     n = round(2 * near_px)
     s_px = 0.5 * np.arange(1, n + 1)
     dr = -s_px * math.cos(bearing_rad)
@@ -512,7 +512,10 @@ def _near_offsets(bearing_rad, near_px):
     dc = np.where(np.abs(dc - np.round(dc)) < 1e-9, np.round(dc), dc)
     ir = np.floor(dr)
     ic = np.floor(dc)
-    return ir.astype(np.int64), ic.astype(np.int64), dr - ir, dc - ic, s_px
+    offsets = ir.astype(np.int64), ic.astype(np.int64), dr - ir, dc - ic, s_px
+    for array in offsets:
+        array.setflags(write=False)
+    return offsets
 
 
 #: Beyond the fine grid the exact far-field ray steps by this fraction of its
