@@ -33,7 +33,8 @@ from numba import njit, prange
 
 from sitesel.horizon.sweep import _hull_push, _hull_tangent
 
-#: Gaps between the lines one thread walks in lockstep (as in sitesel's kernel).
+#: Gaps between the lines one thread walks in lockstep (sitesel's kernel walked 16 until it
+#: vectorised its sampling across them; kept, so that gauge readings stay comparable).
 LINE_BLOCK = 16
 
 

@@ -244,7 +244,7 @@ def test_tiles_identical_to_whole(rough):
     assert np.array_equal(whole, tiles)
 
 
-@pytest.mark.parametrize("line_block", [2, 5, 16])
+@pytest.mark.parametrize("line_block", [2, 5, 16, sweep_module._LINE_BLOCK])
 def test_any_line_block_gives_the_same_horizons(rough, monkeypatch, line_block):
     """Small windows sweep their lines in smaller blocks, so that every thread gets some: what an
     observer gets must not depend on the block size, with or without a far field."""
@@ -258,9 +258,46 @@ def test_any_line_block_gives_the_same_horizons(rough, monkeypatch, line_block):
 
 
 def test_line_blocks_shrink_only_for_windows_too_small_to_share():
-    # 16-gap blocks wherever each thread gets two of them; never below 2 gaps
-    assert [sweep_module._line_block(n, 2) for n in (3, 13, 24, 63, 64, 2000)] == [2, 4, 6, 16, 16, 16]
-    assert sweep_module._line_block(13, 1) == 7 and sweep_module._line_block(1000, 8) == 16
+    # full blocks wherever each thread gets two of them; never below 2 gaps
+    full = sweep_module._LINE_BLOCK
+    assert [sweep_module._line_block(n, 2) for n in (3, 13, 24, 63, 4 * full, 2000)] == [2, 4, 6, 16, full, full]
+    assert sweep_module._line_block(13, 1) == 7 and sweep_module._line_block(1000, 8) == full
+
+
+def line_heights_reference(at, p, i0, g, t, t_first):
+    """Each line i0 + j read on its own, as the kernel once did: linear between the rows it falls between."""
+    n_p, n_q = at.shape
+    out = np.full(len(t_first), np.nan)
+    for j in range(len(t_first)):
+        q = i0 + j + g * p
+        if 0 <= p < n_p and -1e-9 < q < n_q - 1 + 1e-9 and t <= t_first[j]:
+            q = min(max(q, 0.0), n_q - 1.0)
+            q0 = int(q)
+            f = q - q0
+            out[j] = float(at[p, q0]) if f == 0.0 else (1.0 - f) * float(at[p, q0]) + f * float(at[p, q0 + 1])
+    return out
+
+
+def test_line_heights_match_each_line_read_on_its_own():
+    """A block's lines are read together, vectorised, where they all cross the column inside the grid
+    one row gap apart, and one by one elsewhere (the edges; round-off that moves a line to another gap)."""
+    rng = np.random.default_rng(5)
+    at = rng.normal(0.0, 300.0, (6, 40)).astype(np.float32)  # (p, q)
+    at[2, 11] = at[1, 1] = np.nan
+    t_first = np.array([9, 9, 3, 9, 9, 9, 9])  # the third line starts later
+    cases = [(p, i0, g, t) for p in (-1, 0, 2, 5, 6) for i0 in (-9, -3, 0, 4, 30, 34, 40)
+             for g in (0.0, 0.37, -0.37, 1.0, -1.0, 6e-17) for t in (2, 5)]
+    # 1 + (1 - 2^-53) rounds to 2: the second line falls one gap beyond the first's next one, and reads
+    # the NaN at q = 1 unless it is read on its own
+    cases.append((1, 0, 1.0 - 2.0 ** -53, 0))
+    for p, i0, g, t in cases:
+        out = np.empty(len(t_first))
+        sweep_module._line_heights(at, p, i0, g, t, t_first, out)
+        np.testing.assert_allclose(out, line_heights_reference(at, p, i0, g, t, t_first), rtol=1e-12, atol=1e-9,
+                                   err_msg=f"p={p} i0={i0} g={g} t={t}")
+    out = np.empty(len(t_first))
+    sweep_module._line_heights(at, 1, 0, 1.0 - 2.0 ** -53, 0, t_first, out)
+    assert np.isfinite(out[1]) and out[1] == at[1, 2]
 
 
 def test_tiles_identical_to_whole_with_far_field(rough):

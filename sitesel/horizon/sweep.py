@@ -53,7 +53,7 @@ _STAGE = 16
 
 #: Gaps between the sweep lines one thread walks in lockstep (see ``_sweep_kernel``); fewer for
 #: windows crossed by too few lines to give every thread two blocks (see ``_line_block``).
-_LINE_BLOCK = 16
+_LINE_BLOCK = 31
 
 #: Pixels per block of the staged copy-out (see ``_flush``).
 _FLUSH_BLOCK = 64
@@ -63,9 +63,10 @@ _Q_SNAP = 1e-9
 
 # --------------------------------------------------------------------------- sweep
 #
-# Frame of one azimuth: the occluder array ``a`` is indexed (q, p) where p is the
-# primary axis (the pixel axis most aligned with the look direction) and q the
-# other one; the caller transposes the DEM when rows are primary. Line i is the
+# Frame of one azimuth: the occluders are indexed (q, p) where p is the primary
+# axis (the pixel axis most aligned with the look direction) and q the other one;
+# the kernel reads them as ``at`` (p, q), a column p contiguous, so the caller passes
+# the DEM transposed when columns are primary, as is when rows are. Line i is the
 # set of points q = i + g p; lines are one pixel apart in q. Along a line the
 # look direction moves p by ``sp`` (+1 or -1) per step of ``step_len`` map metres;
 # t = sp * p is the step index in the look direction.
@@ -196,14 +197,15 @@ _RING = 64
 
 @njit(cache=True, inline="always")
 def _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_limit):
-    """Push each line's waiting samples (ring ``sx``, ``sy``, step ``st``, valid ``sv``) that
-    lie beyond step ``t_limit`` onto the line's hull, in order."""
-    for j in range(n_s.size):
-        while ins[j] < n_s[j] and st[j, ins[j] & (_RING - 1)] > t_limit:
-            k = ins[j] & (_RING - 1)
-            if sv[j, k]:
-                n_hull[j] = _hull_push(hx[j], hy[j], n_hull[j], sx[j, k], sy[j, k])
-            ins[j] += 1
+    """Push the waiting samples (ring rows ``sx``, ``sy``, valid ``sv``, one column per line, taken
+    at step ``st``) that lie beyond step ``t_limit`` onto their lines' hulls, in order; the new ``ins``."""
+    while ins < n_s and st[ins & (_RING - 1)] > t_limit:
+        k = ins & (_RING - 1)
+        for j in range(n_hull.size):
+            if sv[k, j]:
+                n_hull[j] = _hull_push(hx[j], hy[j], n_hull[j], sx[k, j], sy[k, j])
+        ins += 1
+    return ins
 
 
 @njit(cache=True, inline="always")
@@ -226,16 +228,56 @@ def _block_t_end(i0, line_block, g, sp, qw_lo, qw_hi, ap_near, ap_far, t_lo):
     return max(t_lo, math.floor(min(sp * p_lo, sp * p_hi)) - 1)
 
 
+@njit(cache=True, inline="always")
+def _line_heights(at, p, i0, g, t, t_first, out):
+    """Occluder height (float64) where each line i0 + j of a block crosses column p (row p of the
+    transposed occluders ``at``), linear between rows; NaN off the grid or before the line's first
+    step. Lines cross the column one row apart, so where they all cross inside it and each
+    lies in the row gap after the first one's plus its index (as round-off could move one), they
+    read two contiguous runs of it, and the loop vectorises."""
+    npp, nq = at.shape
+    n = out.size
+    col = at[min(max(p, 0), npp - 1)]
+    p_in = p >= 0 and p <= npp - 1
+    gp = g * p
+    fast = p_in and i0 + gp >= 0.0 and i0 + (n - 1) + gp < nq - 1.0
+    if fast:
+        r0 = int(i0 + gp)
+        mismatch = 0
+        for j in range(n):
+            mismatch += int(i0 + j + gp) != r0 + j
+        fast = mismatch == 0
+    if fast:
+        lower = col[r0:r0 + n]
+        upper = col[r0 + 1:r0 + 1 + n]
+        for j in range(n):
+            fq = (i0 + j + gp) - (r0 + j)
+            z = (1.0 - fq) * lower[j] + fq * upper[j] if fq > 0.0 else np.float64(lower[j])
+            out[j] = z if t <= t_first[j] else np.nan
+        return
+    for j in range(n):
+        q = i0 + j + gp
+        z = np.nan
+        # a line along the first or last row (column) misses it by round-off in g p
+        # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
+        if p_in and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP and t <= t_first[j]:
+            q = min(max(q, 0.0), nq - 1.0)
+            q0 = int(q)
+            fq = q - q0
+            z = (1.0 - fq) * col[q0] + fq * col[q0 + 1] if fq > 0.0 else np.float64(col[q0])
+        out[j] = z
+
+
 # fastmath without nnan / ninf: NaN marks nodata and -inf "no horizon yet". Fused and
 # reciprocal arithmetic moves results by ~1e-6 deg and speeds the kernel up by ~13 %.
-@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"})
+@njit(cache=True, parallel=True, fastmath={"contract", "arcp", "nsz"}, error_model="numpy")
 def _sweep_kernel(
-    a, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, lag_t,
+    at, mx0, mxp, mxq, my0, myp, myq, foot, g, sp, step_len, lag_t,
     h_abs, floor, grad_q, aq, ap, s, oq, op, acc, acc_transposed, i_lo, i_hi, line_block,
 ):
     """w0 * tan(horizon elevation on the line below) + w1 * (on the line above) of every window observer.
 
-    ``a`` (nq, np) occluder heights (NaN = nodata); map position of a[q, p] is
+    ``at`` (np, nq) occluder heights (NaN = nodata), transposed: map position of at[p, q] is
     (mx0 + mxp p + mxq q, my0 + myp p + myq q). Samples inside the map rectangle
     ``foot[:4]`` (xmin, xmax, ymin, ymax) but not inside ``foot[4:]`` are ignored
     (see ``_footprint``). Observer (wq, wp) of the window
@@ -256,11 +298,14 @@ def _sweep_kernel(
     reaches its column: each observer is written once, by one thread, from two hulls
     that are both current, and the block's rows stay in cache from one column to the
     next. A line on a block's edge is walked by both blocks; what an observer gets does
-    not depend on which block, window or tile it is computed in.
+    not depend on which block, window or tile it is computed in. At each step the block's
+    lines are sampled in one loop over them, which vectorises: every line gets a ring slot
+    (invalid before its first step or off the grid), and the lines read the occluders'
+    column p, which ``at`` holds contiguously (see ``_line_heights``).
 
     Each line's result is floored by the observer's ``floor`` (see ``_floors``).
     """
-    nq, npp = a.shape
+    npp, nq = at.shape
     nwq, nwp = h_abs.shape
     inv_s = 1.0 / s
     ap_near = ap + s * op
@@ -275,6 +320,8 @@ def _sweep_kernel(
     # the window's observer rows span q in [qw_lo, qw_hi]
     qw_lo = aq + s * oq
     qw_hi = aq + s * (oq + nwq - 1)
+    # scalars: loads from an array in the vectorised loop would need alias checks against its stores
+    f0, f1, f2, f3, f4, f5, f6, f7 = foot[0], foot[1], foot[2], foot[3], foot[4], foot[5], foot[6], foot[7]
     for blk in prange(n_blocks):
         i0 = i_lo - 1 + blk * line_block
         t_first = np.empty(n_lines, np.int64)
@@ -286,18 +333,19 @@ def _sweep_kernel(
         length = t_hi - t_lo + 1
         hx = np.empty((n_lines, length))
         hy = np.empty((n_lines, length))
-        sx = np.empty((n_lines, _RING))
-        sy = np.empty((n_lines, _RING))
-        st = np.empty((n_lines, _RING))
-        sv = np.zeros((n_lines, _RING), np.bool_)
+        sx = np.empty((_RING, n_lines))
+        sy = np.empty((_RING, n_lines))
+        st = np.empty(_RING, np.int64)
+        sv = np.zeros((_RING, n_lines), np.bool_)
         n_hull = np.zeros(n_lines, np.int64)
         guess = np.zeros(n_lines, np.int64)
-        n_s = np.zeros(n_lines, np.int64)
-        ins = np.zeros(n_lines, np.int64)
+        n_s = 0
+        ins = 0
         s_th = np.zeros(n_lines)
         c_th = np.ones(n_lines)
         ik_prev = np.zeros(n_lines)
         dth_step = np.zeros(n_lines)
+        z_line = np.empty(n_lines)
         # observer columns in decreasing t
         if sp > 0:
             wp = nwp - 1
@@ -307,44 +355,38 @@ def _sweep_kernel(
             dwp = 1
         for t in range(t_hi, t_end - 1, -1):
             p = sp * t
+            k = n_s & (_RING - 1)
+            st[k] = t
+            _line_heights(at, p, i0, g, t, t_first, z_line)
+            sxk = sx[k]
+            syk = sy[k]
+            svk = sv[k]
+            # one lane per line, without branches or gathers, so that the loop vectorises
             for j in range(n_lines):
-                if t > t_first[j]:
-                    continue
                 q = i0 + j + g * p
                 x = mx0 + mxp * p + mxq * q
                 y = my0 + myp * p + myq * q
                 ik = inv_k(x, y)
-                if n_s[j] > 0:
-                    dth = step_len * 0.5 * (ik_prev[j] + ik) / _R
-                    # rotate by -dth (small angle; Taylor terms well below float64 precision)
-                    sd = dth - dth * dth * dth / 6.0
-                    cd = 1.0 - 0.5 * dth * dth
-                    s_new = s_th[j] * cd - c_th[j] * sd
-                    c_th[j] = c_th[j] * cd + s_th[j] * sd
-                    s_th[j] = s_new
+                # rotate by -dth (small angle; Taylor terms well below float64 precision), from the
+                # line's second sample on
+                dth = step_len * 0.5 * (ik_prev[j] + ik) / _R
+                sd = dth - dth * dth * dth / 6.0
+                cd = 1.0 - 0.5 * dth * dth
+                s_old = s_th[j]
+                c_old = c_th[j]
+                rotate = t < t_first[j]
+                s_th[j] = s_old * cd - c_old * sd if rotate else s_old
+                c_th[j] = c_old * cd + s_old * sd if rotate else c_old
                 ik_prev[j] = ik
                 dth_step[j] = step_len * ik / _R
-                z = np.nan
-                # a line along the first or last row (column) misses it by round-off in g p
-                # (cos 90 deg is 6e-17, not 0): snap, or edge observers would see no line
-                if p >= 0 and p <= npp - 1 and q > -_Q_SNAP and q < nq - 1.0 + _Q_SNAP:
-                    q = min(max(q, 0.0), nq - 1.0)
-                    q0 = int(q)
-                    fq = q - q0
-                    if fq > 0.0:
-                        z = (1.0 - fq) * a[q0, p] + fq * a[q0 + 1, p]
-                    else:
-                        z = a[q0, p]
-                    if (foot[0] <= x <= foot[1] and foot[2] <= y <= foot[3]
-                            and not (foot[4] <= x <= foot[5] and foot[6] <= y <= foot[7])):
-                        z = np.nan
+                hidden = ((f0 <= x) & (x <= f1) & (f2 <= y) & (y <= f3)
+                          & ~((f4 <= x) & (x <= f5) & (f6 <= y) & (y <= f7)))
+                z = np.nan if hidden else z_line[j]
                 rz = _R + z
-                k = n_s[j] & (_RING - 1)
-                sx[j, k] = rz * s_th[j]
-                sy[j, k] = rz * c_th[j]
-                st[j, k] = t
-                sv[j, k] = np.isfinite(z)
-                n_s[j] += 1
+                sxk[j] = rz * s_th[j]
+                syk[j] = rz * c_th[j]
+                svk[j] = np.isfinite(z)
+            n_s += 1
             # observers whose column falls at or after this step
             joined = False
             while 0 <= wp < nwp and sp * (ap + s * (op + wp)) >= t:
@@ -352,7 +394,7 @@ def _sweep_kernel(
                 po = ap + s * (op + wp)
                 t_obs = sp * po
                 gp = g * po
-                _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_obs + lag_t)
+                ins = _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, t_obs + lag_t)
                 # rows between the block's first and last line (one more each side against
                 # round-off; the line below an observer decides which block owns it)
                 wq_lo = max(0, math.floor((i0 - 1.0 + gp - aq) * inv_s) - oq)
@@ -410,7 +452,7 @@ def _sweep_kernel(
             # observer will have in its hull join now, so that at most lag_t + 3 of them wait in the
             # ring; at a step with observers, their own join has just done so
             if not joined and 0 <= wp < nwp:
-                _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, sp * (ap + s * (op + wp)) + lag_t)
+                ins = _join_hulls(hx, hy, n_hull, sx, sy, st, sv, ins, n_s, sp * (ap + s * (op + wp)) + lag_t)
 
 
 def _sweep_frames(terrain_grid, r0, c0, occ_grid, bearing_rad):
@@ -870,7 +912,7 @@ def _sweep(oz, ozt, ogrid, foot, lag_m, observers, bearing_rad, box, observer_he
                for wq in (0, nwq - 1) for wp in (0, nwp - 1)]
     i_lo, i_hi = math.floor(min(corners)), math.floor(max(corners)) + 1
     _sweep_kernel(
-        ozt if tr else oz, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
+        oz if tr else ozt, f["mx0"], f["mxp"], f["mxq"], f["my0"], f["myp"], f["myq"], foot, f["g"], f["sp"],
         f["step_len"], lag_t, h_o, floor, grad, f["aq"], f["ap"], f["s"], f["oq"], f["op"],
         acc, tr, i_lo, i_hi, _line_block(i_hi - i_lo + 2, numba.get_num_threads()),
     )
